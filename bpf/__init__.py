@@ -1,0 +1,1 @@
+"""eBPF programs and their loaders (arrives with the eBPF issue)."""

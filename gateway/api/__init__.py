@@ -1,0 +1,1 @@
+"""The JSON API, dashboard and metrics endpoint."""

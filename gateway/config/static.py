@@ -1,0 +1,142 @@
+"""Static configuration: what the process needs before it serves anything.
+
+Key names follow Traefik v3's static configuration (``entryPoints``,
+``providers``, ``api``, ``metrics``, ``accessLog``, ``log``,
+``serversTransport``). Sluice additions are marked as such; they sit where a
+Traefik user would look for them. Defaults are Traefik's unless a comment says
+why Sluice differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.config.model import Duration, empty_map, key, model
+
+
+@model
+class LifeCycle:
+    request_accept_grace_timeout: Duration = 0.0
+    grace_time_out: Duration = key("graceTimeOut", 10.0)
+
+
+@model
+class RespondingTimeouts:
+    # Traefik's readTimeout bounds reading a whole request (60s default).
+    read_timeout: Duration = 60.0
+    write_timeout: Duration = 0.0
+    idle_timeout: Duration = 180.0
+    # Sluice addition: the time a client has to send a complete request head.
+    # Go's ReadHeaderTimeout; the slowloris defence Traefik leaves to readTimeout.
+    read_header_timeout: Duration = 10.0
+
+
+@model
+class EntryPointTransport:
+    life_cycle: LifeCycle = LifeCycle()
+    responding_timeouts: RespondingTimeouts = RespondingTimeouts()
+    keep_alive_max_requests: int = 0
+    keep_alive_max_time: Duration = 0.0
+
+
+@model
+class ForwardedHeaders:
+    trusted_i_ps: tuple[str, ...] = key("trustedIPs", ())
+    insecure: bool = False
+
+
+@model
+class EntryPointHTTP:
+    middlewares: tuple[str, ...] = ()
+    # Largest request head (request line + headers) accepted, in bytes.
+    max_header_bytes: int = 32768
+
+
+@model
+class EntryPoint:
+    REQUIRED = ("address",)
+
+    address: str = ""
+    transport: EntryPointTransport = EntryPointTransport()
+    forwarded_headers: ForwardedHeaders = ForwardedHeaders()
+    proxy_protocol: ForwardedHeaders = ForwardedHeaders()
+    http: EntryPointHTTP = EntryPointHTTP()
+    reuse_port: bool = False
+
+
+@model
+class FileProviderConfig:
+    filename: str = ""
+    directory: str = ""
+    watch: bool = True
+
+
+@model
+class Providers:
+    providers_throttle_duration: Duration = 2.0
+    file: FileProviderConfig | None = None
+
+
+@model
+class API:
+    # Sluice addition: the API and dashboard listen on their own address,
+    # loopback by default, instead of Traefik's "traefik" entry point.
+    address: str = "127.0.0.1:9000"
+    dashboard: bool = True
+    insecure: bool = False
+    debug: bool = False
+
+
+@model
+class Prometheus:
+    buckets: tuple[float, ...] = (0.1, 0.3, 1.2, 5.0)
+    add_entry_points_labels: bool = True
+    add_routers_labels: bool = False
+    add_services_labels: bool = True
+    # Sluice addition: also serve /metrics on this address (the API serves it always).
+    address: str = ""
+
+
+@model
+class Metrics:
+    prometheus: Prometheus | None = None
+
+
+@model
+class AccessLog:
+    file_path: str = ""
+    format: str = "common"  # "common" or "json"
+    buffering_size: int = 0
+
+
+@model
+class Log:
+    level: str = "INFO"
+    file_path: str = ""
+    format: str = "common"
+
+
+@model
+class ForwardingTimeouts:
+    dial_timeout: Duration = 30.0
+    response_header_timeout: Duration = 0.0
+    idle_conn_timeout: Duration = 90.0
+
+
+@model
+class ServersTransport:
+    insecure_skip_verify: bool = False
+    root_c_as: tuple[str, ...] = key("rootCAs", ())
+    max_idle_conns_per_host: int = 200
+    forwarding_timeouts: ForwardingTimeouts = ForwardingTimeouts()
+
+
+@model
+class StaticConfig:
+    entry_points: Mapping[str, EntryPoint] = empty_map()
+    providers: Providers = Providers()
+    api: API | None = None
+    metrics: Metrics = Metrics()
+    access_log: AccessLog | None = None
+    log: Log = Log()
+    servers_transport: ServersTransport = ServersTransport()

@@ -1,0 +1,1 @@
+"""The HTTP data path: server protocol, router table, upstream pools, proxying, TLS."""

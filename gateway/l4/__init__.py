@@ -1,0 +1,1 @@
+"""TCP and UDP routing (arrives with the L4 issue)."""

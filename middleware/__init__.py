@@ -1,0 +1,1 @@
+"""Middleware: the contract a middleware is written to, the registry, the built-ins."""

@@ -1,0 +1,1 @@
+"""Configuration providers: sources of dynamic configuration snapshots."""
