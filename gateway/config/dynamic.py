@@ -12,11 +12,14 @@ the runtime builds the chain; ``origin`` lets those errors name file and line.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.errors import Origin
-from gateway.config.model import EMPTY, Duration, empty_map, key, model
+from gateway.config.model import Duration, empty_map, frozen_map, key, model
+
+field = dataclasses.field
 
 # --- HTTP services -----------------------------------------------------------
 
@@ -136,7 +139,7 @@ class MiddlewareConfig:
     """One named middleware: its type key (``basicAuth``) and raw options."""
 
     kind: str
-    options: Mapping[str, Any] = EMPTY
+    options: Mapping[str, Any] = empty_map()
     origin: Origin | None = None
 
 
@@ -222,3 +225,7 @@ class DynamicConfig:
     # Traefik file using them still loads.
     tcp: Mapping[str, Any] | None = None
     udp: Mapping[str, Any] | None = None
+    # Where each object was defined, by dotted key path ("http.routers.api",
+    # "http.routers.api.service"). Left out of ==, so moving lines around is
+    # not a configuration change.
+    origins: Mapping[str, Origin] = field(default_factory=frozen_map, compare=False)
