@@ -168,7 +168,6 @@ class Response:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-O = TypeVar("O")
 O_contra = TypeVar("O_contra", contravariant=True)
 
 
