@@ -46,8 +46,24 @@ class ForwardedHeaders:
 
 
 @model
+class EntryPointDomain:
+    main: str = ""
+    sans: tuple[str, ...] = ()
+
+
+@model
+class EntryPointTLS:
+    """Traefik's ``entryPoints.<name>.http.tls``: TLS for every router on it."""
+
+    options: str = ""
+    cert_resolver: str = ""
+    domains: tuple[EntryPointDomain, ...] = ()
+
+
+@model
 class EntryPointHTTP:
     middlewares: tuple[str, ...] = ()
+    tls: EntryPointTLS | None = None
     # Largest request head (request line + headers) accepted, in bytes.
     max_header_bytes: int = 32768
 

@@ -1,0 +1,303 @@
+"""The composition root: providers in, validated generations out, swapped into listeners.
+
+``Gateway`` wires one process together. It runs the providers, merges their
+newest snapshots (``name@provider``), validates and compiles the whole, and
+swaps the result into every entry point with one assignment each. An invalid
+snapshot changes nothing that serves traffic: its error is logged, counted
+and shown in ``/api/overview``, and the last good generation stays.
+
+In multi-worker mode the supervisor (``gateway.workers``) runs this class
+without listeners and forwards each accepted configuration to the workers,
+which run it with ``feed`` instead of providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.config.dynamic import DynamicConfig
+from gateway.config.errors import ConfigError
+from gateway.config.merge import merge
+from gateway.config.static import StaticConfig
+from gateway.config.validate import validate
+from gateway.http.entrypoint import EntryPointRuntime, bind_socket, parse_address
+from gateway.http.health import HealthChecker, HealthTarget
+from gateway.http.router_table import RouterTable
+from gateway.http.routing import EntryPointSettings, HTTPState
+from gateway.http.forwarded import TrustedSources
+from gateway.http.tls import ServerTLS, build_server_tls
+from gateway.metrics import Metrics
+from gateway.observer import Observer
+from gateway.runtime import Compiled, Compiler
+from middleware.registry import MiddlewareFactory, load_registry
+from providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """One serving process (or the supervisor, with ``serve=False``)."""
+
+    def __init__(
+        self,
+        static: StaticConfig,
+        *,
+        providers: list[Provider],
+        metrics: Metrics | None = None,
+        observer: Observer | None = None,
+        registry: Mapping[str, MiddlewareFactory] | None = None,
+        serve: bool = True,
+        reuse_port: bool = False,
+    ) -> None:
+        self.static = static
+        self.providers = providers
+        self.metrics = metrics
+        self.observer = observer or Observer(metrics, None)
+        self.registry = registry if registry is not None else load_registry()
+        self.serve = serve
+        self.reuse_port = reuse_port
+        self.compiler = Compiler(
+            static, self.registry, on_middleware_error=self._middleware_error
+        )
+        self.entry_points: dict[str, EntryPointRuntime] = {}
+        self.snapshots: dict[str, DynamicConfig] = {}
+        self.errors: dict[str, ConfigError] = {}
+        self.config: DynamicConfig | None = None
+        self.compiled: Compiled | None = None
+        self.server_tls: ServerTLS | None = None
+        self.loaded = asyncio.Event()
+        self.listening = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.started_at = time.time()
+        self.reloads = 0
+        self.last_reload: float | None = None
+        self._health_tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_config: list[Any] = []
+
+    # -- configuration -----------------------------------------------------------
+
+    def apply(self, provider: str, snapshot: DynamicConfig | ConfigError) -> bool:
+        """Take one provider's snapshot; True when it became the serving configuration."""
+        if isinstance(snapshot, ConfigError):
+            self._reject(provider, [snapshot])
+            return False
+        candidate = dict(self.snapshots)
+        candidate[provider] = snapshot
+        try:
+            merged = merge(candidate)
+        except ConfigError as exc:
+            self._reject(provider, [exc])
+            return False
+        return self.apply_merged(merged, provider=provider, snapshot=snapshot)
+
+    def apply_merged(
+        self, merged: DynamicConfig, *, provider: str = "", snapshot: DynamicConfig | None = None
+    ) -> bool:
+        errors = validate(merged, entry_points=self.static.entry_points.keys())
+        if errors:
+            self._reject(provider, errors)
+            return False
+        try:
+            compiled = self.compiler.compile(merged)
+            server_tls = build_server_tls(merged.tls) if merged.tls.certificates or any(
+                r.tls is not None for r in merged.http.routers.values()
+            ) or self._static_tls() else None
+        except ConfigError as exc:
+            self._reject(provider, [exc])
+            return False
+        if provider and snapshot is not None:
+            self.snapshots[provider] = snapshot
+        self.errors.pop(provider, None)
+        self.config = merged
+        self.server_tls = server_tls
+        self._swap(compiled)
+        self.reloads += 1
+        self.last_reload = time.time()
+        if self.metrics is not None:
+            self.metrics.config_reloaded(success=True)
+        log.info("configuration generation %d applied (%d routers, %d services)",
+                 self.compiler.generation, len(merged.http.routers), len(merged.http.services))
+        for callback in self.on_config:
+            callback(merged)
+        self.loaded.set()
+        return True
+
+    def _reject(self, provider: str, errors: list[ConfigError]) -> None:
+        self.errors[provider] = errors[0]
+        for error in errors:
+            log.error("configuration from %s rejected: %s", provider or "supervisor", error)
+        if self.metrics is not None:
+            self.metrics.config_reloaded(success=False)
+        if self.config is not None:
+            log.warning("keeping the last good configuration (generation %d)",
+                        self.compiler.generation)
+        self.loaded.set()
+
+    def _swap(self, compiled: Compiled) -> None:
+        for name, entry in self.entry_points.items():
+            entry.state = compiled.states.get(name, entry.state)
+        self.compiler.commit(compiled)
+        self.compiled = compiled
+        for task in self._health_tasks:
+            task.cancel()
+        self._health_tasks = []
+        if self.serve or not self.entry_points:
+            self._start_health(compiled)
+
+    def _start_health(self, compiled: Compiled) -> None:
+        loop = asyncio.get_running_loop()
+        for job in compiled.health:
+            by_url = {s.url: s for s in job.servers}
+
+            def on_change(target: HealthTarget, up: bool, by_url: dict[str, Any] = by_url,
+                          service: str = job.service) -> None:
+                server = by_url.get(target.url)
+                if server is not None:
+                    server.set_healthy(up)
+                if self.metrics is not None:
+                    self.metrics.set_server_up(service, target.url, up)
+
+            checker = HealthChecker(job.config, [HealthTarget(url=s.url) for s in job.servers],
+                                    on_change, service=job.service)
+            self._health_tasks.append(loop.create_task(checker.run()))
+
+    def _static_tls(self) -> bool:
+        return any(ep.http.tls is not None for ep in self.static.entry_points.values())
+
+    def _middleware_error(self, name: str) -> None:
+        if self.metrics is not None:
+            self.metrics.middleware_error(name)
+
+    # -- listeners -----------------------------------------------------------------
+
+    def _settings(self, name: str) -> EntryPointSettings:
+        ep = self.static.entry_points[name]
+        timeouts = ep.transport.responding_timeouts
+        _, port = parse_address(ep.address)
+        tls = ep.http.tls is not None or (
+            self.compiled is not None and name in self.compiled.tls_entry_points
+        )
+        return EntryPointSettings(
+            name=name,
+            scheme=b"https" if tls else b"http",
+            port=str(port).encode(),
+            trusted=TrustedSources(ep.forwarded_headers.trusted_i_ps,
+                                   insecure=ep.forwarded_headers.insecure),
+            read_header_timeout=timeouts.read_header_timeout,
+            read_timeout=timeouts.read_timeout,
+            idle_timeout=timeouts.idle_timeout,
+            max_header_bytes=ep.http.max_header_bytes,
+            keep_alive_max_requests=ep.transport.keep_alive_max_requests,
+            keep_alive_max_time=ep.transport.keep_alive_max_time,
+        )
+
+    async def open_listeners(self) -> None:
+        """Bind and serve every entry point of the static configuration."""
+        empty = HTTPState(table=RouterTable.build([]))
+        for name, ep in self.static.entry_points.items():
+            settings = self._settings(name)
+            ssl_context = None
+            if settings.scheme == b"https":
+                ssl_context = self._front_context(name)
+            state = self.compiled.states.get(name, empty) if self.compiled else empty
+            runtime = EntryPointRuntime(settings, state, observer=self.observer,
+                                        ssl_context=ssl_context)
+            sock = bind_socket(ep.address, reuse_port=self.reuse_port or ep.reuse_port)
+            await runtime.start(sock)
+            runtime.add_idle_hook(self._expire_idle)
+            self.entry_points[name] = runtime
+            log.info("entry point %s listening on %s%s", name, ep.address,
+                     " (TLS)" if ssl_context else "")
+        self.listening.set()
+
+    def _front_context(self, name: str) -> Any:
+        """The listener's SSL context; it defers to the current certificates on each handshake."""
+        import ssl
+
+        ep = self.static.entry_points[name]
+        options = ep.http.tls.options if ep.http.tls is not None and ep.http.tls.options else "default"
+        front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+        def select(sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                   ctx: ssl.SSLContext) -> int | None:
+            current = self.server_tls
+            if current is None:
+                return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+            return current.select(sslobj, server_name, options)
+
+        current = self.server_tls or build_server_tls(self.config.tls if self.config else
+                                                      DynamicConfig().tls)
+        self.server_tls = self.server_tls or current
+        base = current.context_for(options)
+        front = base
+        front.sni_callback = select
+        return front
+
+    def _expire_idle(self, now: float) -> None:
+        compiled = self.compiled
+        if compiled is not None:
+            for server in compiled.servers.values():
+                server.pool.expire_idle(now)
+
+    # -- running -------------------------------------------------------------------
+
+    async def _consume(self, provider: Provider) -> None:
+        stream: AsyncIterator[DynamicConfig | ConfigError] = provider.snapshots()
+        async for snapshot in stream:
+            self.apply(provider.name, snapshot)
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; then drain for the entry points' grace period."""
+        loop = asyncio.get_running_loop()
+        for provider in self.providers:
+            self._tasks.append(loop.create_task(self._consume(provider)))
+        if self.providers:
+            await self.loaded.wait()
+        else:
+            self.loaded.set()
+        if self.serve:
+            await self.open_listeners()
+        await self.stopping.wait()
+        await self.shutdown()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks + self._health_tasks:
+            task.cancel()
+        grace = max(
+            (ep.transport.life_cycle.grace_time_out for ep in self.static.entry_points.values()),
+            default=10.0,
+        )
+        await asyncio.gather(*(ep.drain(grace) for ep in self.entry_points.values()))
+        if self.compiled is not None:
+            for server in self.compiled.servers.values():
+                server.close()
+        log.info("stopped")
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.loaded.is_set():
+            return False, "configuration not loaded yet"
+        if self.serve and not self.listening.is_set():
+            return False, "listeners not open yet"
+        if self.config is None:
+            error = next(iter(self.errors.values()), None)
+            return False, f"no valid configuration: {error}" if error else "no configuration"
+        return True, "ok"
+
+
+def base_dir_of(config_path: str | None) -> Path:
+    return Path(config_path).resolve().parent if config_path else Path.cwd()

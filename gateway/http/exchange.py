@@ -1,0 +1,509 @@
+"""One request's journey upstream and its response's journey back.
+
+An ``Exchange`` is created per request by the client connection once the
+head is parsed and routed. It picks a server, takes a pooled connection or
+dials one, writes the request head and streams the body, relays the response
+head and body back, and records metrics. Without middleware it runs entirely
+in protocol callbacks (no task, no future); with middleware it runs the chain
+in a task whose terminal handler is ``proxy`` and resumes the callback flow
+once the chain has returned the response head.
+
+Retries never replay a body: a request is sent to another server (or on a
+fresh connection) only when the failure happened before any of its body
+left the gateway, which covers refused connects and stale pooled keep-alive
+connections, the common cases of a dying server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from middleware.contract import Headers, Request, Response
+
+from gateway.http import wire
+from gateway.http.forwarded import forwarding_headers
+from gateway.http.routing import RouterRuntime
+from gateway.http.upstream import ResponseConnection, UpstreamServer
+
+if TYPE_CHECKING:
+    from gateway.http.server import ClientConnection
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+_BODY_BUFFER_LIMIT = 256 * 1024
+
+
+# The exchange whose middleware chain is running; each chain runs in its own
+# task, so the terminal handler finds its exchange without a per-request closure.
+current_exchange: contextvars.ContextVar[Exchange] = contextvars.ContextVar("sluice_exchange")
+
+
+async def proxy_terminal(request: Request) -> Response:
+    """The last handler of every middleware chain: forward upstream."""
+    return await current_exchange.get().proxy(request)
+
+
+class Exchange:
+    """State of one proxied request/response."""
+
+    __slots__ = (
+        "client",
+        "request",
+        "router",
+        "method",
+        "target",
+        "version",
+        "keep_alive",
+        "has_body",
+        "expect_continue",
+        "upgrade",
+        "start",
+        "upstream",
+        "server",
+        "cookies",
+        "tried",
+        "body_buffer",
+        "body_sent",
+        "request_done",
+        "request_complete",
+        "response_started",
+        "head_sent",
+        "chunked_out",
+        "until_close",
+        "status",
+        "bytes_out",
+        "waiter",
+        "pending_body",
+        "finished",
+        "deadline",
+        "task",
+    )
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        request: Request,
+        router: RouterRuntime,
+        *,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        keep_alive: bool,
+        has_body: bool,
+        expect_continue: bool,
+        upgrade: bool,
+    ) -> None:
+        self.client = client
+        self.request = request
+        self.router = router
+        self.method = method
+        self.target = target
+        self.version = version
+        self.keep_alive = keep_alive
+        self.has_body = has_body
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self.start = time.monotonic()
+        self.upstream: ResponseConnection | None = None
+        self.server: UpstreamServer | None = None
+        self.cookies: list[bytes] | None = None
+        self.tried: frozenset[UpstreamServer] = frozenset()
+        self.body_buffer: list[bytes] = []
+        self.body_sent = False
+        self.request_done = not has_body
+        self.request_complete = False
+        self.response_started = False
+        self.head_sent = False
+        self.chunked_out = False
+        self.until_close = False
+        self.status = 0
+        self.bytes_out = 0
+        # Middleware path only: resolved with the upstream response head.
+        self.waiter: asyncio.Future[Response] | None = None
+        self.pending_body: list[bytes] | None = None
+        self.finished = False
+        self.deadline = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    # -- starting ----------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Run the router's chain, or forward straight away when it has none."""
+        if self.router.chain is None:
+            self.forward()
+        else:
+            self.task = asyncio.get_running_loop().create_task(self._run_chain())
+
+    async def _run_chain(self) -> None:
+        chain = self.router.chain
+        assert chain is not None
+        current_exchange.set(self)
+        try:
+            response = await chain(self.request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("router %s: middleware failed", self.router.name)
+            self.client.count_middleware_error(self.router)
+            if not self.head_sent:
+                self.fail(500)
+            return
+        if self.finished:
+            return
+        if response.streamed:
+            self._send_head(response.status, response.reason.encode("latin-1"), response.headers.raw)
+            pending, self.pending_body = self.pending_body, None
+            for data in pending or ():
+                self._relay_body(data)
+            if self.response_started and self.upstream is None and not self.finished:
+                self._finish_response()
+        else:
+            self.respond(response)
+
+    async def proxy(self, request: Request) -> Response:
+        """The terminal handler of a middleware chain: forward and await the head."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.pending_body = []
+        self.forward()
+        return await self.waiter
+
+    # -- choosing a server and a connection ------------------------------------
+
+    def forward(self) -> None:
+        service = self.router.service
+        pick = service.balancer.pick(self.request, self.tried)
+        if pick is None:
+            self.fail(502 if self.tried else 503)
+            return
+        self.server = pick.server
+        self.cookies = pick.cookies
+        self.tried = self.tried | {pick.server}
+        if service.response_header_timeout > 0:
+            self.deadline = time.monotonic() + service.response_header_timeout
+        conn = pick.server.pool.take_idle()
+        if conn is not None:
+            self._send_request(conn)
+        else:
+            asyncio.get_running_loop().create_task(self._dial(pick.server))
+
+    async def _dial(self, server: UpstreamServer) -> None:
+        try:
+            conn = await server.pool.dial()
+        except (OSError, asyncio.TimeoutError) as exc:
+            if self.finished:
+                return
+            if isinstance(exc, asyncio.TimeoutError):
+                log.info("service %s: dial %s timed out", self.router.service.name, server.url)
+            else:
+                server.eject(str(exc) or type(exc).__name__)
+            self._retry_or_fail(502)
+            return
+        if self.finished:
+            server.pool.release(conn)
+            return
+        self._send_request(conn)
+
+    def _retry_or_fail(self, status: int) -> None:
+        if not self.body_sent and len(self.tried) < MAX_ATTEMPTS:
+            self.forward()
+        else:
+            self.fail(status)
+
+    # -- request side ------------------------------------------------------------
+
+    def _send_request(self, conn: ResponseConnection) -> None:
+        self.upstream = conn
+        conn.attach(self, head_only=self.method == b"HEAD")
+        conn.write(self._request_head())
+        if self.body_buffer:
+            self.body_sent = True
+            conn.write(b"".join(self.body_buffer))
+            self.body_buffer.clear()
+        if self.request_complete and self.request_done is False:
+            self.request_done = True
+        if self.request_complete and self.has_body and self.body_sent is not None:
+            if self.client.request_chunked:
+                conn.write(wire.LAST_CHUNK)
+            self.request_done = True
+
+    def _request_head(self) -> bytes:
+        request = self.request
+        server = self.server
+        assert server is not None
+        client = self.client
+        raw = request.headers.raw
+        drop = client.connection_tokens
+        target = request.target.encode("latin-1") if request.router else self.target
+        if server.base_path:
+            target = server.base_path.encode("latin-1") + target
+        parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
+        host = b""
+        for name, value in raw:
+            lname = name.lower()
+            if lname in wire.HOP_BY_HOP or lname in client.forwarded_names:
+                continue
+            if drop and lname in drop:
+                continue
+            if lname == b"host":
+                host = value
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if not self.router.service.pass_host_header or not host:
+            host = server.host_header
+        parts += (b"Host: ", host, b"\r\n")
+        for name, value in forwarding_headers(
+            raw,
+            trusted=client.trusted,
+            client_ip=client.client_ip_b,
+            proto=client.forwarded_proto(self.upgrade),
+            host=client.request_host,
+            port=client.entry.port,
+        ):
+            parts += (name, b": ", value, b"\r\n")
+        if self.upgrade:
+            parts.append(b"Connection: Upgrade\r\nUpgrade: " + client.upgrade_value + b"\r\n")
+        if self.has_body:
+            if client.request_chunked:
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                parts.append(b"Content-Length: %d\r\n" % client.content_length)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def on_request_body(self, data: bytes) -> None:
+        """A piece of the client's request body (already de-chunked)."""
+        if self.client.request_chunked:
+            data = wire.chunk(data)
+        conn = self.upstream
+        if conn is not None and not conn.closed:
+            self.body_sent = True
+            conn.write(data)
+        else:
+            self.body_buffer.append(data)
+            if sum(map(len, self.body_buffer)) > _BODY_BUFFER_LIMIT:
+                self.client.pause_reading_for_body()
+
+    def on_request_complete(self) -> None:
+        self.request_complete = True
+        conn = self.upstream
+        if conn is not None and self.has_body:
+            if self.client.request_chunked:
+                conn.write(wire.LAST_CHUNK)
+            self.request_done = True
+
+    # -- response side (ResponseSink) --------------------------------------------
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        if status < 200:
+            if status == 100 and self.expect_continue and not self.head_sent:
+                self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        self.deadline = 0.0
+        self.response_started = True
+        waiter = self.waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(
+                    Response(status, headers=Headers(list(headers)), reason=reason.decode("latin-1"),
+                             streamed=True)
+                )
+            return
+        self._send_head(status, reason, headers)
+
+    def _send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        client = self.client
+        parts = [wire.status_line(status, reason if status != 200 else b"")]
+        drop: frozenset[bytes] | None = None
+        length = -1
+        for name, value in headers:
+            lname = name.lower()
+            if lname in wire.HOP_BY_HOP:
+                if lname == b"connection":
+                    drop = wire.connection_tokens([value]) | (drop or frozenset())
+                continue
+            if lname == b"content-length":
+                length = int(value) if value.strip().isdigit() else -1
+            parts += (name, b": ", value, b"\r\n")
+        if drop:
+            parts = [p for p in _without(parts, drop)]
+        if self.cookies:
+            for cookie in self.cookies:
+                parts += (b"Set-Cookie: ", cookie, b"\r\n")
+        no_body = self.method == b"HEAD" or status in (204, 304)
+        if status == 101:
+            parts.append(b"Connection: Upgrade\r\nUpgrade: " + client.upgrade_value + b"\r\n\r\n")
+            self.head_sent = True
+            client.write(b"".join(parts))
+            return
+        if not no_body and length < 0:
+            if client.http11:
+                self.chunked_out = True
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.until_close = True
+                self.keep_alive = False
+        if not self.request_done:
+            # The client is still sending a body the upstream did not wait for;
+            # the connection cannot be trusted to line up the next request.
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif not client.http11:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self.head_sent = True
+        client.write(b"".join(parts))
+
+    def on_response_body(self, data: bytes) -> None:
+        if not self.head_sent:
+            if self.pending_body is not None:
+                self.pending_body.append(data)
+            return
+        self._relay_body(data)
+
+    def _relay_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.client.write(wire.chunk(data) if self.chunked_out else data)
+
+    def on_response_complete(self) -> None:
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None and self.server is not None:
+            if conn.keep_alive and self.request_done and not self.upgrade:
+                self.server.pool.release(conn)
+            else:
+                conn.close()
+        if self.head_sent:
+            self._finish_response()
+        # else: the middleware task sends the head, then finishes.
+
+    def _finish_response(self) -> None:
+        if self.chunked_out:
+            self.client.write(wire.LAST_CHUNK)
+        self.finished = True
+        self.client.exchange_done(self, self.keep_alive)
+
+    def on_upgraded(self, data: bytes) -> None:
+        conn = self.upstream
+        if conn is None:
+            return
+        self.finished = True
+        self.client.start_tunnel(self, conn, data)
+
+    def on_upstream_lost(self, exc: BaseException | None, response_started: bool) -> None:
+        conn = self.upstream
+        self.upstream = None
+        if self.finished:
+            return
+        if self.response_started:
+            if self.until_close and exc is None and self.head_sent:
+                self._finish_response()
+                return
+            self.client.abort()
+            self.finished = True
+            return
+        server = self.server
+        reused = conn is not None and conn.requests > 1
+        if not response_started and not self.body_sent and not reused and server is not None:
+            server.eject(str(exc) if exc else "connection closed")
+        if not response_started and not self.body_sent and self.waiter is None or (
+            not response_started and not self.body_sent
+        ):
+            if reused and server is not None:
+                # A stale keep-alive connection: try the same server afresh.
+                self.tried = self.tried - {server}
+            self._retry_or_fail(502)
+            return
+        self.fail(502)
+
+    def on_upstream_writable(self, writable: bool) -> None:
+        self.client.set_reading(writable)
+
+    # -- answering without the upstream --------------------------------------------
+
+    def respond(self, response: Response) -> None:
+        """Send a response a middleware generated."""
+        if self.head_sent or self.finished:
+            return
+        self.status = response.status
+        extra = list(response.headers.raw)
+        close = not self.request_done or not self.keep_alive
+        body = response.body
+        ctype = response.headers.get(b"content-type")
+        parts = [wire.status_line(response.status)]
+        for name, value in extra:
+            if name.lower() in (b"content-length", b"connection", b"transfer-encoding"):
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if ctype is None and body:
+            parts.append(b"Content-Type: text/plain; charset=utf-8\r\n")
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if self.method != b"HEAD":
+            parts.append(body)
+        self.bytes_out = len(body)
+        self._abandon_upstream()
+        self.head_sent = True
+        self.finished = True
+        self.client.write(b"".join(parts))
+        self.client.exchange_done(self, not close)
+
+    def fail(self, status: int) -> None:
+        """Answer with an error status generated by the gateway."""
+        if self.finished:
+            return
+        if self.head_sent:
+            self.client.abort()
+            self.finished = True
+            return
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            # Let the chain see the error response like any other.
+            waiter.set_result(Response(status, body=wire.reason_phrase(status) + b"\n"))
+            return
+        self.status = status
+        close = not self.request_done or not self.keep_alive
+        self._abandon_upstream()
+        self.head_sent = True
+        self.finished = True
+        self.client.write(wire.simple_response(status, close=close, head_only=self.method == b"HEAD"))
+        self.client.exchange_done(self, not close)
+
+    def _abandon_upstream(self) -> None:
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+
+    def cancel(self) -> None:
+        """The client went away: release everything this exchange holds."""
+        self.finished = True
+        self._abandon_upstream()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+
+
+def _without(parts: list[bytes], names: frozenset[bytes]) -> list[bytes]:
+    """Drop header entries (name, ": ", value, CRLF quadruples) named in ``names``."""
+    out = parts[:1]
+    i = 1
+    while i + 3 < len(parts) + 1 and i < len(parts):
+        if parts[i].lower() in names:
+            i += 4
+            continue
+        out.extend(parts[i : i + 4])
+        i += 4
+    return out

@@ -1,0 +1,489 @@
+"""The client side of the HTTP/1.1 data path: one protocol object per connection.
+
+``ClientConnection`` feeds bytes to httptools (llhttp), enforces what an
+intermediary must refuse (RFC 9112 sections 3.2, 6.1, 6.3 and 11.2), routes
+each request with one lookup in the entry point's current ``HTTPState``,
+and hands it to an ``Exchange``. Requests are answered strictly in order;
+pipelined requests wait in a short queue, and reading pauses while it is full.
+
+Refused input never reaches an upstream: the connection answers 400, 408,
+414 or 431 with ``Connection: close`` and closes. Timeouts are enforced by a
+sweep over the entry point's connections (``EntryPointRuntime.sweep``) rather
+than a timer per request, so the hot path only stores a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from middleware.contract import Headers, Request
+
+from gateway.http import wire
+from gateway.http.exchange import Exchange
+from gateway.http.forwarded import FORWARDED_NAMES
+
+if TYPE_CHECKING:
+    from gateway.http.entrypoint import EntryPointRuntime
+    from gateway.http.routing import RouterRuntime
+    from gateway.http.upstream import ResponseConnection
+
+log = logging.getLogger(__name__)
+
+_MAX_PIPELINED = 16
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
+class RejectRequest(Exception):
+    """Raised inside parser callbacks to refuse a request with a status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class ClientConnection(asyncio.Protocol):
+    """One downstream connection on an HTTP entry point."""
+
+    def __init__(self, entry: EntryPointRuntime) -> None:
+        self.entry = entry
+        self.settings = entry.settings
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.client_ip_b = b""
+        self.client_port = 0
+        self.trusted = False
+        self.sni: str | None = None
+        self.scheme = "http"
+        self.forwarded_names = FORWARDED_NAMES
+        self.closing = False
+        # Finish what is in flight, then close: set by EOF and graceful shutdown.
+        self.draining = False
+        self.reading = True
+        self.body_paused = False
+        self.requests = 0
+        self.opened = time.monotonic()
+        # Deadline of whatever the connection is waiting for, or 0.
+        self.deadline = 0.0
+        self.deadline_status = 0
+        # Per-request parse state.
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.host_values: list[bytes] = []
+        self.te_values: list[bytes] = []
+        self.connection_values: list[bytes] = []
+        self.connection_tokens: frozenset[bytes] = _NO_TOKENS
+        self.content_length = 0
+        self.request_chunked = False
+        self.expect_continue = False
+        self.upgrade_value = b""
+        self.request_host = b""
+        self.http11 = True
+        # Exchanges: the one being answered, and pipelined ones waiting.
+        self.active: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.reading_exchange: Exchange | None = None
+        self.tunnel: ResponseConnection | None = None
+        self.upgrading = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0]
+            self.client_port = peer[1]
+            if self.client_ip.startswith("::ffff:"):
+                self.client_ip = self.client_ip[7:]
+            self.client_ip_b = self.client_ip.encode("latin-1")
+        self.trusted = self.settings.trusted.trusts(self.client_ip)
+        self.forwarded_names = FORWARDED_NAMES
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.scheme = "https"
+            self.sni = getattr(ssl_object, "server_hostname", None) or getattr(
+                ssl_object, "sluice_sni", None
+            )
+        self.deadline = self.opened + self.settings.read_header_timeout
+        self.deadline_status = 408
+        self.entry.connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.entry.connection_closed(self)
+        for exchange in (self.active, *self.queue):
+            if exchange is not None and not exchange.finished:
+                exchange.cancel()
+        self.active = None
+        self.queue.clear()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.write(data)
+            return
+        if self.closing:
+            return
+        if self.upgrading:
+            if self.active is not None:
+                self.active.body_buffer.append(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self._begin_upgrade(data[offset:])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, RejectRequest):
+                self.reject(cause.status, str(cause))
+            else:
+                log.exception("entry point %s: request handling failed", self.entry.name)
+                self.reject(500, "internal error")
+        except httptools.HttpParserError as exc:
+            self.reject(400, str(exc))
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still want its response: keep writing,
+        # stop expecting requests.
+        if self.tunnel is not None:
+            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
+            return True
+        if self.active is None and not self.queue:
+            return False
+        self.draining = True
+        return True
+
+    def pause_writing(self) -> None:
+        exchange = self.active
+        if exchange is not None and exchange.upstream is not None:
+            transport = exchange.upstream.transport
+            if transport is not None:
+                transport.pause_reading()
+        elif self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        exchange = self.active
+        if exchange is not None and exchange.upstream is not None:
+            transport = exchange.upstream.transport
+            if transport is not None:
+                transport.resume_reading()
+        elif self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.resume_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.host_values = []
+        self.te_values = []
+        self.connection_values = []
+        self.content_length = 0
+        self.expect_continue = False
+        self.upgrade_value = b""
+        self.deadline = time.monotonic() + self.settings.read_header_timeout
+        self.deadline_status = 408
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.settings.max_header_bytes:
+            raise RejectRequest(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.settings.max_header_bytes:
+            raise RejectRequest(431, "request header fields too large")
+        self.headers.append((name, value))
+        lname = name.lower()
+        if lname == b"host":
+            self.host_values.append(value)
+        elif lname == b"transfer-encoding":
+            self.te_values.append(value)
+        elif lname == b"connection":
+            self.connection_values.append(value)
+        elif lname == b"content-length":
+            self.content_length = int(value)
+        elif lname == b"expect":
+            if value.strip().lower() != b"100-continue":
+                raise RejectRequest(417, "unsupported expectation")
+            self.expect_continue = True
+        elif lname == b"upgrade":
+            self.upgrade_value = value
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        self.http11 = version == "1.1"
+        if version not in ("1.1", "1.0"):
+            raise RejectRequest(505, "HTTP version not supported")
+        te = self.te_values
+        self.request_chunked = bool(te)
+        if te and (not self.http11 or not wire.is_valid_chunked_te(te)):
+            raise RejectRequest(400, "unsupported transfer-encoding")
+        url = self.url
+        hosts = self.host_values
+        if url[:1] != b"/":
+            host = self._absolute_target(url)
+        elif len(hosts) == 1:
+            host = hosts[0]
+        elif not hosts and not self.http11:
+            host = b""
+        else:
+            raise RejectRequest(400, "missing or repeated Host header")
+        if len(hosts) > 1 or not wire.is_valid_host(host):
+            raise RejectRequest(400, "invalid Host header")
+        self.request_host = host
+        self.connection_tokens = (
+            wire.connection_tokens(self.connection_values) if self.connection_values else _NO_TOKENS
+        )
+        if self.connection_tokens:
+            self.connection_tokens = self.connection_tokens - {b"close", b"keep-alive"}
+        self.deadline = 0.0
+        self._dispatch(url, host, version)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.reading_exchange
+        if exchange is not None and not exchange.finished:
+            exchange.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.reading_exchange
+        self.reading_exchange = None
+        if exchange is not None:
+            exchange.on_request_complete()
+        if self.deadline_status == 408 and self.active is None:
+            self._await_next()
+
+    # -- routing and dispatch --------------------------------------------------------
+
+    def _absolute_target(self, url: bytes) -> bytes:
+        """Absolute-form target (RFC 9112 3.2.2): its authority replaces Host."""
+        lower = url[:8].lower()
+        if lower.startswith(b"http://"):
+            rest = url[7:]
+        elif lower.startswith(b"https://"):
+            rest = url[8:]
+        else:
+            raise RejectRequest(400, "invalid request target")
+        authority, slash, path = rest.partition(b"/")
+        self.url = b"/" + path if slash else b"/"
+        if b"@" in authority:
+            raise RejectRequest(400, "userinfo in request target")
+        return authority
+
+    def _dispatch(self, url: bytes, host: bytes, version: str) -> None:
+        parser = self.parser
+        method = parser.get_method()
+        keep_alive = parser.should_keep_alive() and not self.draining
+        self.requests += 1
+        limit = self.settings.keep_alive_max_requests
+        if limit and self.requests >= limit:
+            keep_alive = False
+        raw_path, _, query = self.url.partition(b"?")
+        raw_path = raw_path.partition(b"#")[0]
+        hostname, _ = wire.split_host_port(host)
+        request = Request(
+            method=method.decode("latin-1"),
+            raw_path=raw_path.decode("latin-1"),
+            query=query.decode("latin-1"),
+            headers=Headers(self.headers),
+            host=hostname,
+            client_ip=self.client_ip,
+            client_port=self.client_port,
+            scheme=self.scheme,
+            sni=self.sni,
+            entry_point=self.entry.name,
+            http_version=version,
+        )
+        has_body = self.request_chunked or self.content_length > 0
+        route = self.entry.state.table.match(request)
+        if route is None:
+            self._answer_locally(404, method, keep_alive and not has_body)
+            return
+        request.router = route.name
+        exchange = Exchange(
+            self,
+            request,
+            route.target,
+            method=method,
+            target=self.url,
+            version=version.encode("ascii"),
+            keep_alive=keep_alive,
+            has_body=has_body,
+            expect_continue=self.expect_continue,
+            upgrade=bool(self.upgrade_value) and b"upgrade" in self.connection_tokens,
+        )
+        if has_body:
+            self.reading_exchange = exchange
+        if self.active is None:
+            self.active = exchange
+            exchange.begin()
+        else:
+            self.queue.append(exchange)
+            if len(self.queue) >= _MAX_PIPELINED:
+                self.set_reading(False)
+
+    def _answer_locally(self, status: int, method: bytes, keep_alive: bool) -> None:
+        """Answer a request no router takes, in order behind any pipelined ones."""
+        data = wire.simple_response(status, close=not keep_alive, head_only=method == b"HEAD")
+        self.entry.observe_local(method, status)
+        if self.active is None:
+            self.write(data)
+            if not keep_alive:
+                self.close()
+        else:
+            # Rare: a 404 pipelined behind a proxied request. Keep ordering by
+            # closing after the active exchange rather than queueing bytes.
+            self.draining = True
+
+    def _begin_upgrade(self, rest: bytes) -> None:
+        exchange = self.active
+        if exchange is None or not exchange.upgrade or self.queue:
+            self.reject(400, "unexpected upgrade")
+            return
+        # Bytes after the head belong to the tunnel once it is up; if the
+        # upstream declines the upgrade, the connection closes after its answer.
+        self.upgrading = True
+        exchange.keep_alive = False
+        if rest:
+            exchange.body_buffer.append(rest)
+        exchange.request_done = True
+
+    def start_tunnel(self, exchange: Exchange, conn: ResponseConnection, data: bytes) -> None:
+        """The upstream accepted an Upgrade: relay raw bytes both ways from now on."""
+        self.tunnel = conn
+        self.active = None
+        self.deadline = 0.0
+        conn.sink = _TunnelSink(self)
+        if data:
+            self.write(data)
+        if exchange.body_buffer:
+            conn.write(b"".join(exchange.body_buffer))
+            exchange.body_buffer.clear()
+        self.entry.observe(exchange)
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """Called by the exchange once its response has been written."""
+        self.entry.observe(exchange)
+        if self.active is exchange:
+            self.active = None
+        if not keep_alive or self.draining:
+            self.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.active = nxt
+            if not self.reading:
+                self.set_reading(True)
+            nxt.begin()
+        elif self.reading_exchange is None:
+            self._await_next()
+
+    def _await_next(self) -> None:
+        self.deadline = time.monotonic() + self.settings.idle_timeout
+        self.deadline_status = 0
+
+    # -- output and control ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def reject(self, status: int, reason: str) -> None:
+        """Refuse malformed input: answer ``status``, close, forward nothing."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("entry point %s: %s from %s: %s", self.entry.name, status, self.client_ip, reason)
+        self.entry.observe_local(b"", status)
+        if self.active is None or not self.active.head_sent:
+            if self.active is not None:
+                self.active.cancel()
+                self.active = None
+            self.write(wire.simple_response(status, close=True))
+        self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    def set_reading(self, reading: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or reading == self.reading:
+            return
+        self.reading = reading
+        if reading:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    def pause_reading_for_body(self) -> None:
+        self.set_reading(False)
+
+    def forwarded_proto(self, upgrade: bool) -> bytes:
+        if upgrade:
+            return b"wss" if self.scheme == "https" else b"ws"
+        return b"https" if self.scheme == "https" else b"http"
+
+    def count_middleware_error(self, router: RouterRuntime) -> None:
+        self.entry.count_middleware_error(router)
+
+    def expire(self, now: float) -> None:
+        """Called by the sweep when ``deadline`` has passed."""
+        status = self.deadline_status
+        if status and (self.active is None or not self.active.head_sent):
+            self.reject(status, "timeout")
+        else:
+            self.close()
+
+
+class _TunnelSink:
+    """Relays upstream bytes of an upgraded connection to the client."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        pass
+
+    def on_response_body(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def on_response_complete(self) -> None:
+        pass
+
+    def on_upgraded(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def on_upstream_lost(self, exc: BaseException | None, response_started: bool) -> None:
+        self.client.close()
+
+    def on_upstream_writable(self, writable: bool) -> None:
+        self.client.set_reading(writable)

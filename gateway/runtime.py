@@ -1,0 +1,226 @@
+"""Compile a validated dynamic configuration into the data path's run-time objects.
+
+``Compiler.compile`` turns one merged ``DynamicConfig`` into a ``Compiled``:
+an ``HTTPState`` per entry point (router table with middleware chains bound
+to services), the services' balancers and upstream servers, and the health
+checks to run. It runs off the hot path; the app swaps the result in.
+
+Upstream servers are reused across reloads when their service and URL are
+unchanged, so keep-alive pools and health state survive a reload: a reload
+under load neither reconnects every backend nor forgets a dead server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.config.dynamic import DynamicConfig, HealthCheck, HTTPService
+from gateway.config.errors import ConfigError
+from gateway.config.rule import RuleSyntaxError
+from gateway.config.static import StaticConfig
+from gateway.http.balancer import Balancer, StickyCookie
+from gateway.http.exchange import proxy_terminal
+from gateway.http.router_table import RouterTable, RouteSpec
+from gateway.http.routing import HTTPState, RouterRuntime, ServiceRuntime
+from gateway.http.tls import build_client_tls
+from gateway.http.upstream import UpstreamServer
+from middleware.contract import Handler
+from middleware.registry import MiddlewareFactory, build_chain
+
+log = logging.getLogger(__name__)
+
+@dataclass(slots=True, eq=False)
+class HealthJob:
+    """An active health check to run for one service."""
+
+    service: str
+    config: HealthCheck
+    servers: list[UpstreamServer]
+
+
+@dataclass(slots=True, eq=False)
+class Compiled:
+    """The run-time form of one configuration generation."""
+
+    states: dict[str, HTTPState]
+    services: dict[str, ServiceRuntime]
+    servers: dict[tuple[str, str], UpstreamServer]
+    health: list[HealthJob] = field(default_factory=list)
+    tls_entry_points: frozenset[str] = frozenset()
+
+
+class Compiler:
+    """Builds ``Compiled`` generations, reusing servers from the previous one."""
+
+    def __init__(
+        self,
+        static: StaticConfig,
+        registry: Mapping[str, MiddlewareFactory],
+        *,
+        on_middleware_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.static = static
+        self.registry = registry
+        self.on_middleware_error = on_middleware_error
+        self.generation = 0
+        self.previous: Compiled | None = None
+
+    def compile(self, config: DynamicConfig) -> Compiled:
+        """Compile ``config``; raises ConfigError for what validation cannot see."""
+        self.generation += 1
+        old_servers = self.previous.servers if self.previous else {}
+        servers: dict[tuple[str, str], UpstreamServer] = {}
+        services: dict[str, ServiceRuntime] = {}
+        balancers: dict[str, Balancer] = {}
+        health: list[HealthJob] = []
+        http = config.http
+
+        def balancer_for(name: str, stack: tuple[str, ...] = ()) -> Balancer:
+            if name in balancers:
+                return balancers[name]
+            if name in stack:
+                raise ConfigError(f"service {name!r} includes itself", path=f"http.services.{name}")
+            svc = http.services.get(name)
+            if svc is None:
+                raise ConfigError(f"unknown service {name!r}", path=f"http.services.{name}")
+            balancer = self._balancer(name, svc, old_servers, servers, health, balancer_for, stack)
+            balancers[name] = balancer
+            return balancer
+
+        for name, svc in http.services.items():
+            lb = svc.load_balancer
+            services[name] = ServiceRuntime(
+                name=name,
+                balancer=balancer_for(name),
+                pass_host_header=lb.pass_host_header if lb else True,
+                response_header_timeout=self._response_header_timeout(lb.servers_transport if lb else "", config),
+            )
+
+        entry_names = list(self.static.entry_points)
+        specs: dict[str, list[RouteSpec[RouterRuntime]]] = {ep: [] for ep in entry_names}
+        tls_eps: set[str] = set()
+        chains: dict[tuple[str, ...], Handler] = {}
+        for name, router in http.routers.items():
+            service = services.get(router.service)
+            if service is None:
+                raise ConfigError(
+                    f"unknown service {router.service!r}",
+                    origin=config.origins.get(f"http.routers.{name}.service"),
+                    path=f"http.routers.{name}.service",
+                )
+            chain: Handler | None = None
+            if router.middlewares:
+                key = router.middlewares
+                chain = chains.get(key)
+                if chain is None:
+                    try:
+                        chain = build_chain(
+                            router.middlewares,
+                            http.middlewares,
+                            proxy_terminal,
+                            registry=self.registry,
+                            on_error=self.on_middleware_error,
+                        )
+                    except ConfigError as exc:
+                        if not exc.path:
+                            exc = ConfigError(
+                                exc.message,
+                                origin=config.origins.get(f"http.routers.{name}.middlewares"),
+                                path=f"http.routers.{name}.middlewares",
+                            )
+                        raise exc from None
+                    chains[key] = chain
+            runtime = RouterRuntime(
+                name=name,
+                service=service,
+                chain=chain,
+                middleware_names=router.middlewares,
+                tls=router.tls is not None,
+            )
+            for ep in router.entry_points or entry_names:
+                if ep not in specs:
+                    continue
+                if router.tls is not None:
+                    tls_eps.add(ep)
+                specs[ep].append(RouteSpec(name=name, rule=router.rule, priority=router.priority,
+                                           target=runtime))
+        states: dict[str, HTTPState] = {}
+        for ep, routes in specs.items():
+            try:
+                table = RouterTable.build(routes)
+            except RuleSyntaxError as exc:
+                raise ConfigError(f"rule: {exc}") from None
+            states[ep] = HTTPState(table=table, generation=self.generation)
+        compiled = Compiled(states=states, services=services, servers=servers, health=health,
+                            tls_entry_points=frozenset(tls_eps))
+        return compiled
+
+    def commit(self, compiled: Compiled) -> None:
+        """Record ``compiled`` as live; servers it dropped close their pools."""
+        if self.previous is not None:
+            for key, server in self.previous.servers.items():
+                if compiled.servers.get(key) is not server:
+                    server.close()
+        self.previous = compiled
+
+    def _response_header_timeout(self, transport: str, config: DynamicConfig) -> float:
+        if transport:
+            st = config.http.servers_transports.get(transport)
+            if st is not None:
+                return st.forwarding_timeouts.response_header_timeout
+        return self.static.servers_transport.forwarding_timeouts.response_header_timeout
+
+    def _balancer(
+        self,
+        name: str,
+        svc: HTTPService,
+        old: Mapping[tuple[str, str], UpstreamServer],
+        servers: dict[tuple[str, str], UpstreamServer],
+        health: list[HealthJob],
+        balancer_for: Callable[[str, tuple[str, ...]], Balancer],
+        stack: tuple[str, ...],
+    ) -> Balancer:
+        if svc.weighted is not None:
+            w = svc.weighted
+            children = [balancer_for(ref.name, (*stack, name)) for ref in w.services]
+            sticky = (
+                StickyCookie(w.sticky.cookie, f"_{name.split('@')[0]}")
+                if w.sticky and w.sticky.cookie
+                else None
+            )
+            return Balancer(name, children, [ref.weight for ref in w.services], sticky=sticky)
+        lb = svc.load_balancer
+        assert lb is not None
+        transport = self.static.servers_transport
+        insecure, root_cas = transport.insecure_skip_verify, transport.root_c_as
+        timeouts = transport.forwarding_timeouts
+        max_idle = transport.max_idle_conns_per_host
+        members: list[UpstreamServer] = []
+        for server_cfg in lb.servers:
+            key = (name, server_cfg.url)
+            server = old.get(key)
+            if server is None or server.weight != server_cfg.weight:
+                ssl_ctx = None
+                if server_cfg.url.startswith("https:"):
+                    ssl_ctx = build_client_tls(insecure, root_cas, "")
+                server = UpstreamServer(
+                    server_cfg.url,
+                    weight=server_cfg.weight,
+                    service=name,
+                    ssl_context=ssl_ctx,
+                    max_idle=max_idle,
+                    dial_timeout=timeouts.dial_timeout,
+                    idle_timeout=timeouts.idle_conn_timeout,
+                )
+            servers[key] = server
+            members.append(server)
+        if lb.health_check is not None:
+            health.append(HealthJob(service=name, config=lb.health_check, servers=members))
+        sticky = (
+            StickyCookie(lb.sticky.cookie, f"_{name.split('@')[0]}")
+            if lb.sticky and lb.sticky.cookie
+            else None
+        )
+        return Balancer(name, members, [s.weight for s in members], sticky=sticky)
