@@ -17,7 +17,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ from gateway.config.merge import merge
 from gateway.config.static import StaticConfig
 from gateway.config.validate import validate
 from gateway.http.entrypoint import EntryPointRuntime, bind_socket, parse_address
+from gateway.http.forwarded import TrustedSources
 from gateway.http.health import HealthChecker, HealthTarget
 from gateway.http.router_table import RouterTable
 from gateway.http.routing import EntryPointSettings, HTTPState
-from gateway.http.forwarded import TrustedSources
 from gateway.http.tls import ServerTLS, build_server_tls
 from gateway.metrics import Metrics
 from gateway.observer import Observer
@@ -54,6 +55,7 @@ class Gateway:
         registry: Mapping[str, MiddlewareFactory] | None = None,
         serve: bool = True,
         reuse_port: bool = False,
+        record_reloads: bool = True,
     ) -> None:
         self.static = static
         self.providers = providers
@@ -62,9 +64,10 @@ class Gateway:
         self.registry = registry if registry is not None else load_registry()
         self.serve = serve
         self.reuse_port = reuse_port
-        self.compiler = Compiler(
-            static, self.registry, on_middleware_error=self._middleware_error
-        )
+        # Workers share the supervisor's metrics directory; only the process
+        # that validates configuration counts reloads, or each counts N+1 times.
+        self.record_reloads = record_reloads
+        self.compiler = Compiler(static, self.registry, on_middleware_error=self._middleware_error)
         self.entry_points: dict[str, EntryPointRuntime] = {}
         self.snapshots: dict[str, DynamicConfig] = {}
         self.errors: dict[str, ConfigError] = {}
@@ -79,7 +82,10 @@ class Gateway:
         self.last_reload: float | None = None
         self._health_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self.on_config: list[Any] = []
+        # Hooks for the supervisor, the API and tests: an accepted configuration,
+        # a rejected one.
+        self.on_config: list[Callable[[DynamicConfig], None]] = []
+        self.on_reject: list[Callable[[str, list[ConfigError]], None]] = []
 
     # -- configuration -----------------------------------------------------------
 
@@ -106,9 +112,13 @@ class Gateway:
             return False
         try:
             compiled = self.compiler.compile(merged)
-            server_tls = build_server_tls(merged.tls) if merged.tls.certificates or any(
-                r.tls is not None for r in merged.http.routers.values()
-            ) or self._static_tls() else None
+            server_tls = (
+                build_server_tls(merged.tls)
+                if merged.tls.certificates
+                or any(r.tls is not None for r in merged.http.routers.values())
+                or self._static_tls()
+                else None
+            )
         except ConfigError as exc:
             self._reject(provider, [exc])
             return False
@@ -120,10 +130,14 @@ class Gateway:
         self._swap(compiled)
         self.reloads += 1
         self.last_reload = time.time()
-        if self.metrics is not None:
+        if self.metrics is not None and self.record_reloads:
             self.metrics.config_reloaded(success=True)
-        log.info("configuration generation %d applied (%d routers, %d services)",
-                 self.compiler.generation, len(merged.http.routers), len(merged.http.services))
+        log.info(
+            "configuration generation %d applied (%d routers, %d services)",
+            self.compiler.generation,
+            len(merged.http.routers),
+            len(merged.http.services),
+        )
         for callback in self.on_config:
             callback(merged)
         self.loaded.set()
@@ -133,11 +147,14 @@ class Gateway:
         self.errors[provider] = errors[0]
         for error in errors:
             log.error("configuration from %s rejected: %s", provider or "supervisor", error)
-        if self.metrics is not None:
+        if self.metrics is not None and self.record_reloads:
             self.metrics.config_reloaded(success=False)
         if self.config is not None:
-            log.warning("keeping the last good configuration (generation %d)",
-                        self.compiler.generation)
+            log.warning(
+                "keeping the last good configuration (generation %d)", self.compiler.generation
+            )
+        for callback in self.on_reject:
+            callback(provider, errors)
         self.loaded.set()
 
     def _swap(self, compiled: Compiled) -> None:
@@ -156,16 +173,24 @@ class Gateway:
         for job in compiled.health:
             by_url = {s.url: s for s in job.servers}
 
-            def on_change(target: HealthTarget, up: bool, by_url: dict[str, Any] = by_url,
-                          service: str = job.service) -> None:
+            def on_change(
+                target: HealthTarget,
+                up: bool,
+                by_url: dict[str, Any] = by_url,
+                service: str = job.service,
+            ) -> None:
                 server = by_url.get(target.url)
                 if server is not None:
                     server.set_healthy(up)
                 if self.metrics is not None:
                     self.metrics.set_server_up(service, target.url, up)
 
-            checker = HealthChecker(job.config, [HealthTarget(url=s.url) for s in job.servers],
-                                    on_change, service=job.service)
+            checker = HealthChecker(
+                job.config,
+                [HealthTarget(url=s.url) for s in job.servers],
+                on_change,
+                service=job.service,
+            )
             self._health_tasks.append(loop.create_task(checker.run()))
 
     def _static_tls(self) -> bool:
@@ -188,8 +213,9 @@ class Gateway:
             name=name,
             scheme=b"https" if tls else b"http",
             port=str(port).encode(),
-            trusted=TrustedSources(ep.forwarded_headers.trusted_i_ps,
-                                   insecure=ep.forwarded_headers.insecure),
+            trusted=TrustedSources(
+                ep.forwarded_headers.trusted_i_ps, insecure=ep.forwarded_headers.insecure
+            ),
             read_header_timeout=timeouts.read_header_timeout,
             read_timeout=timeouts.read_timeout,
             idle_timeout=timeouts.idle_timeout,
@@ -203,40 +229,62 @@ class Gateway:
         empty = HTTPState(table=RouterTable.build([]))
         for name, ep in self.static.entry_points.items():
             settings = self._settings(name)
+            sni_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
             ssl_context = None
             if settings.scheme == b"https":
-                ssl_context = self._front_context(name)
+                ssl_context = self._front_context(name, sni_names)
             state = self.compiled.states.get(name, empty) if self.compiled else empty
-            runtime = EntryPointRuntime(settings, state, observer=self.observer,
-                                        ssl_context=ssl_context)
+            runtime = EntryPointRuntime(
+                settings, state, observer=self.observer, ssl_context=ssl_context
+            )
+            runtime.sni_names = sni_names
             sock = bind_socket(ep.address, reuse_port=self.reuse_port or ep.reuse_port)
             await runtime.start(sock)
             runtime.add_idle_hook(self._expire_idle)
             self.entry_points[name] = runtime
-            log.info("entry point %s listening on %s%s", name, ep.address,
-                     " (TLS)" if ssl_context else "")
+            log.info(
+                "entry point %s listening on %s%s",
+                name,
+                ep.address,
+                " (TLS)" if ssl_context else "",
+            )
         self.listening.set()
 
-    def _front_context(self, name: str) -> Any:
-        """The listener's SSL context; it defers to the current certificates on each handshake."""
+    def _front_context(self, name: str, sni_names: weakref.WeakKeyDictionary[Any, str]) -> Any:
+        """The listener's SSL context: each handshake defers to the current certificates.
+
+        Certificates and TLS options change with the dynamic configuration,
+        the listener does not; so the listener's own context only forwards
+        every handshake to the context of the newest generation.
+        """
         import ssl
 
         ep = self.static.entry_points[name]
-        options = ep.http.tls.options if ep.http.tls is not None and ep.http.tls.options else "default"
-        front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        options = (
+            ep.http.tls.options if ep.http.tls is not None and ep.http.tls.options else "default"
+        )
+        tls_config = self.config.tls if self.config is not None else DynamicConfig().tls
+        if self.server_tls is None:
+            self.server_tls = build_server_tls(tls_config)
+        # A private instance, so replacing its callback cannot touch a live one.
+        front = build_server_tls(tls_config).context_for(options)
 
-        def select(sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
-                   ctx: ssl.SSLContext) -> int | None:
+        def select(
+            sslobj: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext
+        ) -> int | None:
+            if server_name:
+                sni_names[sslobj] = server_name.lower()
             current = self.server_tls
             if current is None:
-                return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
-            return current.select(sslobj, server_name, options)
+                return None
+            try:
+                context = current.context_for(options)
+            except KeyError:
+                context = current.context_for("default")
+            sslobj.context = context
+            callback = context.sni_callback
+            return callback(sslobj, server_name or "", context) if callback is not None else None
 
-        current = self.server_tls or build_server_tls(self.config.tls if self.config else
-                                                      DynamicConfig().tls)
-        self.server_tls = self.server_tls or current
-        base = current.context_for(options)
-        front = base
         front.sni_callback = select
         return front
 

@@ -52,8 +52,9 @@ def _split_overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def load_static_config(config: str | None, overrides: list[tuple[str, str]],
-                       *, quickstart: bool = False) -> tuple[StaticConfig, Path]:
+def load_static_config(
+    config: str | None, overrides: list[tuple[str, str]], *, quickstart: bool = False
+) -> tuple[StaticConfig, Path]:
     """The static configuration and the directory relative paths resolve against."""
     if config:
         return load_static(config, overrides), Path(config).resolve().parent
@@ -71,14 +72,24 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", help="serve traffic (default: the embedded quickstart)",
-                         description="Serve traffic. Extra --dotted.keys=value flags override "
-                                     "the static configuration, as in Traefik.")
+    run = sub.add_parser(
+        "run",
+        help="serve traffic (default: the embedded quickstart)",
+        description="Serve traffic. Extra --dotted.keys=value flags override "
+        "the static configuration, as in Traefik.",
+    )
     run.add_argument("--config", "-c", help="static configuration file (YAML)")
-    run.add_argument("--quickstart", action="store_true",
-                     help="serve the embedded quickstart with its demo backend")
-    run.add_argument("--workers", type=int, default=1,
-                     help="worker processes sharing the listeners (SO_REUSEPORT)")
+    run.add_argument(
+        "--quickstart",
+        action="store_true",
+        help="serve the embedded quickstart with its demo backend",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the listeners (SO_REUSEPORT)",
+    )
     check = sub.add_parser("check", help="validate static and dynamic configuration and exit")
     check.add_argument("--config", "-c", required=True, help="static configuration file (YAML)")
     who = sub.add_parser("whoami", help="run the demo backend")
@@ -149,8 +160,9 @@ def _file_provider_paths(filename: str, directory: str, base: Path) -> list[Path
     if filename:
         return [(base / filename).resolve()]
     folder = (base / directory).resolve()
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix in (".yml", ".yaml") and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.suffix in (".yml", ".yaml") and not p.name.startswith(".")
+    )
 
 
 def setup_logging(level: str, file_path: str = "") -> None:

@@ -26,13 +26,12 @@ QUICKSTART_BACKEND = ("127.0.0.1", 8081)
 
 
 def setup_logging(static: StaticConfig) -> None:
-    level = getattr(logging, static.log.level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        filename=static.log.file_path or None,
-        stream=None if static.log.file_path else sys.stderr,
-    )
+    level: int = getattr(logging, static.log.level.upper(), logging.INFO)
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if static.log.file_path:
+        logging.basicConfig(level=level, format=fmt, filename=static.log.file_path)
+    else:
+        logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
 
 
 def install_uvloop() -> None:
@@ -51,8 +50,9 @@ def make_providers(static: StaticConfig, base_dir: Path) -> list[Provider]:
     return providers
 
 
-def run_process(static: StaticConfig, *, base_dir: Path, workers: int = 1,
-                quickstart: bool = False) -> int:
+def run_process(
+    static: StaticConfig, *, base_dir: Path, workers: int = 1, quickstart: bool = False
+) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     setup_logging(static)
     if workers > 1:
@@ -60,13 +60,20 @@ def run_process(static: StaticConfig, *, base_dir: Path, workers: int = 1,
 
         return run_supervisor(static, base_dir=base_dir, workers=workers, quickstart=quickstart)
     install_uvloop()
-    metrics = (create_metrics(static.metrics.prometheus)
-               if static.metrics.prometheus is not None else None)
+    metrics = (
+        create_metrics(static.metrics.prometheus) if static.metrics.prometheus is not None else None
+    )
     return asyncio.run(serve(static, base_dir=base_dir, metrics=metrics, quickstart=quickstart))
 
 
-async def serve(static: StaticConfig, *, base_dir: Path, metrics: Metrics | None,
-                quickstart: bool = False, providers: list[Provider] | None = None) -> int:
+async def serve(
+    static: StaticConfig,
+    *,
+    base_dir: Path,
+    metrics: Metrics | None,
+    quickstart: bool = False,
+    providers: list[Provider] | None = None,
+) -> int:
     """Run one serving process: providers, listeners and the API."""
     backend = None
     if quickstart:

@@ -31,6 +31,7 @@ from middleware.registry import MiddlewareFactory, build_chain
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(slots=True, eq=False)
 class HealthJob:
     """An active health check to run for one service."""
@@ -95,7 +96,9 @@ class Compiler:
                 name=name,
                 balancer=balancer_for(name),
                 pass_host_header=lb.pass_host_header if lb else True,
-                response_header_timeout=self._response_header_timeout(lb.servers_transport if lb else "", config),
+                response_header_timeout=self._response_header_timeout(
+                    lb.servers_transport if lb else "", config
+                ),
             )
 
         entry_names = list(self.static.entry_points)
@@ -144,17 +147,24 @@ class Compiler:
                     continue
                 if router.tls is not None:
                     tls_eps.add(ep)
-                specs[ep].append(RouteSpec(name=name, rule=router.rule, priority=router.priority,
-                                           target=runtime))
+                specs[ep].append(
+                    RouteSpec(name=name, rule=router.rule, priority=router.priority, target=runtime)
+                )
         states: dict[str, HTTPState] = {}
         for ep, routes in specs.items():
             try:
                 table = RouterTable.build(routes)
             except RuleSyntaxError as exc:
-                raise ConfigError(f"rule: {exc}") from None
+                where = "; ".join(getattr(exc, "__notes__", ()))
+                raise ConfigError(f"rule: {exc}" + (f" ({where})" if where else "")) from None
             states[ep] = HTTPState(table=table, generation=self.generation)
-        compiled = Compiled(states=states, services=services, servers=servers, health=health,
-                            tls_entry_points=frozenset(tls_eps))
+        compiled = Compiled(
+            states=states,
+            services=services,
+            servers=servers,
+            health=health,
+            tls_entry_points=frozenset(tls_eps),
+        )
         return compiled
 
     def commit(self, compiled: Compiled) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.config.model import empty_map, model
-
 from middleware.contract import Handler, Request, Response
 
 

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from gateway.config.dynamic import MiddlewareConfig
 from gateway.config.errors import ConfigError
 from gateway.config.loader import decode_value
-
 from middleware.contract import Handler, Request, Response
 from middleware.headers import HeadersMiddleware
 

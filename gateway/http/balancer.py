@@ -18,9 +18,8 @@ import time
 from collections.abc import Sequence
 
 from gateway.config.dynamic import Cookie
-from middleware.contract import Request
-
 from gateway.http.upstream import UpstreamServer
+from middleware.contract import Request
 
 
 def sticky_value(name: str) -> str:
@@ -112,7 +111,9 @@ class Balancer:
     def available(self, now: float) -> bool:
         return any(c.available(now) for c in self.children)
 
-    def pick(self, request: Request, exclude: frozenset[UpstreamServer] = frozenset()) -> Pick | None:
+    def pick(
+        self, request: Request, exclude: frozenset[UpstreamServer] = frozenset()
+    ) -> Pick | None:
         """Choose a server for ``request``; None when none is available."""
         single = self._single
         now = time.monotonic()
@@ -122,7 +123,9 @@ class Balancer:
             return None
         return self._pick(request, exclude, now)
 
-    def _pick(self, request: Request, exclude: frozenset[UpstreamServer], now: float) -> Pick | None:
+    def _pick(
+        self, request: Request, exclude: frozenset[UpstreamServer], now: float
+    ) -> Pick | None:
         sticky = self.sticky
         if sticky is not None:
             value = sticky.read(request)
@@ -159,14 +162,19 @@ class Balancer:
         return best
 
 
-def _usable(child: UpstreamServer | Balancer, exclude: frozenset[UpstreamServer], now: float) -> bool:
+def _usable(
+    child: UpstreamServer | Balancer, exclude: frozenset[UpstreamServer], now: float
+) -> bool:
     if isinstance(child, UpstreamServer):
         return child not in exclude and child.available(now)
     return child.available(now)
 
 
 def _pick_child(
-    child: UpstreamServer | Balancer, request: Request, exclude: frozenset[UpstreamServer], now: float
+    child: UpstreamServer | Balancer,
+    request: Request,
+    exclude: frozenset[UpstreamServer],
+    now: float,
 ) -> Pick | None:
     if isinstance(child, Balancer):
         return child._pick(request, exclude, now)

@@ -18,8 +18,9 @@ import logging
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.http.routing import EntryPointSettings, HTTPState, RouterRuntime
 from gateway.http.server import ClientConnection
@@ -92,6 +93,8 @@ class EntryPointRuntime:
         self.port = settings.port
         self._sweeper: asyncio.Task[None] | None = None
         self._idle_hooks: list[Callable[[float], None]] = []
+        # Server names clients sent in their TLS ClientHello, by SSL object.
+        self.sni_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
     @property
     def bound_port(self) -> int:

@@ -22,12 +22,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from middleware.contract import Headers, Request, Response
-
 from gateway.http import wire
 from gateway.http.forwarded import forwarding_headers
 from gateway.http.routing import RouterRuntime
 from gateway.http.upstream import ResponseConnection, UpstreamServer
+from middleware.contract import Headers, Request, Response
 
 if TYPE_CHECKING:
     from gateway.http.server import ClientConnection
@@ -156,7 +155,9 @@ class Exchange:
         if self.finished:
             return
         if response.streamed:
-            self._send_head(response.status, response.reason.encode("latin-1"), response.headers.raw)
+            self._send_head(
+                response.status, response.reason.encode("latin-1"), response.headers.raw
+            )
             pending, self.pending_body = self.pending_body, None
             for data in pending or ():
                 self._relay_body(data)
@@ -194,7 +195,7 @@ class Exchange:
     async def _dial(self, server: UpstreamServer) -> None:
         try:
             conn = await server.pool.dial()
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             if self.finished:
                 return
             if isinstance(exc, asyncio.TimeoutError):
@@ -311,8 +312,12 @@ class Exchange:
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(
-                    Response(status, headers=Headers(list(headers)), reason=reason.decode("latin-1"),
-                             streamed=True)
+                    Response(
+                        status,
+                        headers=Headers(list(headers)),
+                        reason=reason.decode("latin-1"),
+                        streamed=True,
+                    )
                 )
             return
         self._send_head(status, reason, headers)
@@ -414,7 +419,7 @@ class Exchange:
         reused = conn is not None and conn.requests > 1
         if not response_started and not self.body_sent and not reused and server is not None:
             server.eject(str(exc) if exc else "connection closed")
-        if not response_started and not self.body_sent and self.waiter is None or (
+        if (not response_started and not self.body_sent and self.waiter is None) or (
             not response_started and not self.body_sent
         ):
             if reused and server is not None:
@@ -476,7 +481,9 @@ class Exchange:
         self._abandon_upstream()
         self.head_sent = True
         self.finished = True
-        self.client.write(wire.simple_response(status, close=close, head_only=self.method == b"HEAD"))
+        self.client.write(
+            wire.simple_response(status, close=close, head_only=self.method == b"HEAD")
+        )
         self.client.exchange_done(self, not close)
 
     def _abandon_upstream(self) -> None:

@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from middleware.contract import Handler
-
 from gateway.http.balancer import Balancer
 from gateway.http.forwarded import TrustedSources
+from middleware.contract import Handler
 
 if TYPE_CHECKING:
     from gateway.http.router_table import RouterTable

@@ -18,15 +18,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
-
-from middleware.contract import Headers, Request
 
 from gateway.http import wire
 from gateway.http.exchange import Exchange
 from gateway.http.forwarded import FORWARDED_NAMES
+from middleware.contract import Headers, Request
 
 if TYPE_CHECKING:
     from gateway.http.entrypoint import EntryPointRuntime
@@ -96,8 +95,8 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = peer[0]
@@ -110,9 +109,7 @@ class ClientConnection(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.scheme = "https"
-            self.sni = getattr(ssl_object, "server_hostname", None) or getattr(
-                ssl_object, "sluice_sni", None
-            )
+            self.sni = self.entry.sni_names.get(ssl_object)
         self.deadline = self.opened + self.settings.read_header_timeout
         self.deadline_status = 408
         self.entry.connection_opened(self)
@@ -409,7 +406,9 @@ class ClientConnection(asyncio.Protocol):
     def reject(self, status: int, reason: str) -> None:
         """Refuse malformed input: answer ``status``, close, forward nothing."""
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("entry point %s: %s from %s: %s", self.entry.name, status, self.client_ip, reason)
+            log.debug(
+                "entry point %s: %s from %s: %s", self.entry.name, status, self.client_ip, reason
+            )
         self.entry.observe_local(b"", status)
         if self.active is None or not self.active.head_sent:
             if self.active is not None:

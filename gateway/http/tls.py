@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import datetime
 import functools
-import ipaddress
 import logging
+import socket
 import ssl
 import tempfile
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +98,11 @@ _TLS13_CIPHERS = frozenset(
     {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
 )
 _CURVES = frozenset({"CurveP256", "CurveP384", "CurveP521", "X25519"})
+_SNICallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]
+# Server names seen in handshakes, for sni_of; shared by every build so that a
+# connection accepted before a reload can still be asked about.
+_SNI_SEEN: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
+
 _CLIENT_AUTH_TYPES = (
     "NoClientCert",
     "RequestClientCert",
@@ -113,6 +118,7 @@ class _KeyPair:
 
     pem: bytes  # key then chain: one file is all load_cert_chain needs
     names: tuple[str, ...]
+    where: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +136,42 @@ class _Settings:
 class ServerTLS:
     """Server contexts by TLS options name, with SNI certificate selection."""
 
-    def __init__(self, contexts: Mapping[str, ssl.SSLContext]) -> None:
+    def __init__(
+        self, contexts: Mapping[str, ssl.SSLContext], callbacks: Mapping[str, _SNICallback]
+    ) -> None:
         self._contexts = dict(contexts)
-        self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
+        self._callbacks = dict(callbacks)
 
     @property
     def options_names(self) -> tuple[str, ...]:
         return tuple(self._contexts)
 
     def context_for(self, options_name: str = DEFAULT_OPTIONS) -> ssl.SSLContext:
-        """The context to serve with ``options_name``; ``KeyError`` if undefined."""
+        """The context to serve with ``options_name``; ``KeyError`` if undefined.
+
+        Its SNI callback selects among this build's certificates.
+        """
         return self._contexts[options_name]
 
-    def sni_of(self, ssl_object: ssl.SSLObject) -> str | None:
+    def select(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, options_name: str
+    ) -> int | None:
+        """Pick this build's certificate for a handshake begun on another context.
+
+        For a listener that keeps one front context across reloads and delegates
+        its SNI callback here: the certificates (and ALPN) come from this build,
+        but the protocol bounds, ciphers and client verification stay those of
+        the front context (see the module docstring). Unknown options refuse.
+        """
+        callback = self._callbacks.get(options_name)
+        if callback is None:
+            return ssl.AlertDescription.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        return callback(ssl_object, server_name, self._contexts[options_name])
+
+    @staticmethod
+    def sni_of(ssl_object: ssl.SSLObject) -> str | None:
         """The server name the client sent (lower-cased), or None."""
-        return self._sni.get(ssl_object)
+        return _SNI_SEEN.get(ssl_object)
 
 
 def build_server_tls(tls: TLSConfig) -> ServerTLS:
@@ -155,21 +182,21 @@ def build_server_tls(tls: TLSConfig) -> ServerTLS:
         pairs.append(_load_pair(cert.cert_file, cert.key_file, where))
         for store in cert.stores:
             if store != "default":
-                log.warning("%s: TLS store %r is not supported; using the default store", where, store)
+                log.warning(
+                    "%s: TLS store %r is not supported; using the default one", where, store
+                )
     default_pair = _default_pair(tls)
     settings = {name: _settings(opts, f"tls.options.{name}") for name, opts in tls.options.items()}
     settings.setdefault(DEFAULT_OPTIONS, _settings(TLSOptions(), "tls.options.default"))
-    server = ServerTLS({})
+    index = _SNIIndex(pairs, default_pair)
+    contexts, callbacks = {}, {}
     with tempfile.TemporaryDirectory(prefix="sluice-tls-") as tmp:
         files = [_spill(Path(tmp), i, pair) for i, pair in enumerate([default_pair, *pairs])]
         for name, s in settings.items():
-            per_cert = [_server_context(s, f) for f in files]
-            base = per_cert[0]
-            base.sni_callback = _sni_callback(
-                _SNIIndex(pairs, default_pair), per_cert[1:], s.sni_strict, server
-            )
-            server._contexts[name] = base
-    return server
+            base, *per_cert = (_server_context(s, f, pair.where) for f, pair in files)
+            callbacks[name] = base.sni_callback = _sni_callback(index, base, per_cert, s.sni_strict)
+            contexts[name] = base
+    return ServerTLS(contexts, callbacks)
 
 
 def build_client_tls(
@@ -185,9 +212,7 @@ def build_client_tls(
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(list(ALPN))
     if root_cas:
-        ctx.load_verify_locations(
-            cadata=_ca_bundle(root_cas, "serversTransport.rootCAs")
-        )
+        ctx.load_verify_locations(cadata=_ca_bundle(root_cas, "serversTransport.rootCAs"))
     else:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if insecure_skip_verify:
@@ -212,9 +237,9 @@ class _ClientContext(ssl.SSLContext):
         name = self.pinned_server_name or server_hostname
         return super().wrap_bio(incoming, outgoing, server_side, name, session)
 
-    def wrap_socket(  # type: ignore[override]  # typeshed's sock is a positional-only
+    def wrap_socket(
         self,
-        sock: ssl.socket.socket,
+        sock: socket.socket,
         server_side: bool = False,
         do_handshake_on_connect: bool = True,
         suppress_ragged_eofs: bool = True,
@@ -235,15 +260,12 @@ class _SNIIndex:
 
     __slots__ = ("exact", "wildcard")
 
-    def __init__(self, pairs: Iterable[_KeyPair], default: _KeyPair | None) -> None:
+    def __init__(self, pairs: Iterable[_KeyPair], default: _KeyPair) -> None:
         # Values are positions in the per-certificate context list; -1 is the
         # default certificate, which the base context already serves.
         self.exact: dict[str, int] = {}
         self.wildcard: dict[str, int] = {}
-        indexed = [(i, p) for i, p in enumerate(pairs)]
-        if default is not None:
-            indexed.append((-1, default))
-        for i, pair in indexed:
+        for i, pair in [*enumerate(pairs), (-1, default)]:
             for name in pair.names:
                 if name.startswith("*."):
                     self.wildcard.setdefault(name[2:], i)
@@ -260,25 +282,253 @@ class _SNIIndex:
 
 
 def _sni_callback(
-    index: _SNIIndex, per_cert: list[ssl.SSLContext], strict: bool, server: ServerTLS
+    index: _SNIIndex, base: ssl.SSLContext, per_cert: list[ssl.SSLContext], strict: bool
 ) -> _SNICallback:
     refuse = ssl.AlertDescription.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
 
     def on_sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
-        if not server_name:
-            return refuse if strict else None
-        server._sni[obj] = server_name.lower()
-        found = index.lookup(server_name)
-        if found is None:
-            return refuse if strict else None
-        if found >= 0:
-            obj.context = per_cert[found]
+        found = None
+        if server_name:
+            _SNI_SEEN[obj] = server_name.lower()
+            found = index.lookup(server_name)
+        if found is None and strict:
+            return refuse
+        # Assign even the default: a front context (ServerTLS.select) is not base.
+        target = base if found is None or found < 0 else per_cert[found]
+        if obj.context is not target:
+            obj.context = target
         return None
 
     return on_sni
 
 
-if False:  # pragma: no cover - typing only
-    from collections.abc import Callable
+# --- Options ---------------------------------------------------------------------
 
-    _SNICallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]
+
+def _settings(opts: TLSOptions, where: str) -> _Settings:
+    minimum = _version(opts.min_version or "VersionTLS12", f"{where}.minVersion")
+    maximum = _version(opts.max_version, f"{where}.maxVersion") if opts.max_version else None
+    if maximum is not None and maximum < minimum:
+        raise ConfigError(
+            f"maxVersion {opts.max_version} is below minVersion {opts.min_version}",
+            path=f"{where}.maxVersion",
+        )
+    if minimum < ssl.TLSVersion.TLSv1_2:
+        log.warning(
+            "%s: minVersion %s is set, but OpenSSL's security level may still refuse it",
+            where,
+            opts.min_version,
+        )
+    ciphers = []
+    for i, suite in enumerate(opts.cipher_suites):
+        if suite in _TLS13_CIPHERS:
+            continue  # fixed by OpenSSL, as by Go: TLS 1.3 suites are always on
+        if suite not in _CIPHERS:
+            hint = suggestion(suite, [*_CIPHERS, *_TLS13_CIPHERS])
+            raise ConfigError(
+                f"unknown cipher suite {suite!r}{hint}", path=f"{where}.cipherSuites[{i}]"
+            )
+        ciphers.append(_CIPHERS[suite])
+    if ciphers:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(":".join(ciphers))
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"none of the cipher suites is available in this OpenSSL: {exc}",
+                path=f"{where}.cipherSuites",
+            ) from exc
+    for i, curve in enumerate(opts.curve_preferences):
+        if curve not in _CURVES:
+            raise ConfigError(
+                f"unknown curve {curve!r}{suggestion(curve, _CURVES)}",
+                path=f"{where}.curvePreferences[{i}]",
+            )
+    verify_mode, ca_data = _client_auth(opts, f"{where}.clientAuth")
+    return _Settings(
+        minimum=minimum,
+        maximum=maximum,
+        ciphers=":".join(ciphers),
+        verify_mode=verify_mode,
+        ca_data=ca_data,
+        sni_strict=opts.sni_strict,
+    )
+
+
+def _version(name: str, where: str) -> ssl.TLSVersion:
+    try:
+        return _VERSIONS[name]
+    except KeyError:
+        choices = ", ".join(_VERSIONS)
+        raise ConfigError(f"unknown TLS version {name!r} (one of {choices})", path=where) from None
+
+
+def _client_auth(opts: TLSOptions, where: str) -> tuple[ssl.VerifyMode, str]:
+    auth = opts.client_auth
+    if auth is None:
+        return ssl.CERT_NONE, ""
+    kind = auth.client_auth_type or "NoClientCert"
+    if kind not in _CLIENT_AUTH_TYPES:
+        raise ConfigError(
+            f"unknown clientAuthType {kind!r}{suggestion(kind, _CLIENT_AUTH_TYPES)}",
+            path=f"{where}.clientAuthType",
+        )
+    ca_data = _ca_bundle(auth.ca_files, f"{where}.caFiles") if auth.ca_files else ""
+    if kind == "NoClientCert":
+        return ssl.CERT_NONE, ""
+    if kind == "RequestClientCert":
+        if not ca_data:
+            log.warning(
+                "%s: RequestClientCert without caFiles requests no certificate "
+                "(Python verifies every certificate it requests)",
+                where,
+            )
+            return ssl.CERT_NONE, ""
+        return ssl.CERT_OPTIONAL, ca_data
+    if not ca_data:
+        raise ConfigError(
+            f"{kind} needs caFiles: client certificates are verified against them",
+            path=f"{where}.caFiles",
+        )
+    if kind == "VerifyClientCertIfGiven":
+        return ssl.CERT_OPTIONAL, ca_data
+    return ssl.CERT_REQUIRED, ca_data
+
+
+def _server_context(s: _Settings, pem_file: Path, where: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        # Python deprecates TLS 1.0/1.1 bounds; _settings already said so in the log.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = s.minimum
+        if s.maximum is not None:
+            ctx.maximum_version = s.maximum
+    if s.ciphers:
+        ctx.set_ciphers(s.ciphers)
+    if s.verify_mode != ssl.CERT_NONE:
+        ctx.load_verify_locations(cadata=s.ca_data)
+        ctx.verify_mode = s.verify_mode
+    ctx.set_alpn_protocols(list(ALPN))
+    try:
+        ctx.load_cert_chain(pem_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"OpenSSL refused the certificate or key: {exc}", path=where) from exc
+    return ctx
+
+
+# --- Certificate material --------------------------------------------------------
+
+
+def _read(value: str, where: str, what: str) -> bytes:
+    """Inline PEM, or the contents of the file it names (Traefik's FileOrContent)."""
+    if value.lstrip().startswith("-----BEGIN"):
+        return value.encode("ascii", "replace")
+    if not value:
+        raise ConfigError(f"{what} is empty", path=where)
+    try:
+        return Path(value).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {value!r}: {exc.strerror}", path=where) from exc
+
+
+def _label(value: str) -> str:
+    return "inline PEM" if value.lstrip().startswith("-----BEGIN") else repr(value)
+
+
+def _load_pair(cert_file: str, key_file: str, where: str) -> _KeyPair:
+    cert_pem = _read(cert_file, f"{where}.certFile", "certificate file")
+    key_pem = _read(key_file, f"{where}.keyFile", "key file")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise ConfigError(
+            f"certificate file {_label(cert_file)} holds no valid PEM certificate: {exc}",
+            path=f"{where}.certFile",
+        ) from exc
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"key file {_label(key_file)} holds no usable unencrypted PEM private key: {exc}",
+            path=f"{where}.keyFile",
+        ) from exc
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, spki) != chain[0].public_key().public_bytes(der, spki):
+        raise ConfigError(
+            f"key file {_label(key_file)} does not match certificate file {_label(cert_file)}",
+            path=f"{where}.keyFile",
+        )
+    pem = key_pem.rstrip() + b"\n" + cert_pem
+    return _KeyPair(pem=pem, names=_names(chain[0]), where=where)
+
+
+def _names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        names = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        if names:
+            return tuple(names)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return tuple(str(a.value).lower() for a in cns)
+
+
+def _ca_bundle(values: tuple[str, ...], where: str) -> str:
+    bundle = []
+    for i, value in enumerate(values):
+        pem = _read(value, f"{where}[{i}]", "CA file")
+        try:
+            x509.load_pem_x509_certificates(pem)
+        except ValueError as exc:
+            raise ConfigError(
+                f"CA file {_label(value)} holds no valid PEM certificate: {exc}",
+                path=f"{where}[{i}]",
+            ) from exc
+        bundle.append(pem.decode("ascii", "replace").strip())
+    return "\n".join(bundle) + "\n"
+
+
+def _default_pair(tls: TLSConfig) -> _KeyPair:
+    store = tls.stores.get("default")
+    default = store.default_certificate if store is not None else None
+    if default is not None and (default.cert_file or default.key_file):
+        return _load_pair(
+            default.cert_file, default.key_file, "tls.stores.default.defaultCertificate"
+        )
+    return _generated_default()
+
+
+@functools.cache
+def _generated_default() -> _KeyPair:
+    """Traefik's fallback certificate: self-signed, made once per process."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DEFAULT_CERT_CN)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Its CN is not a host name; leaving it out of the SNI index keeps it a fallback.
+    pem = key_pem + cert.public_bytes(serialization.Encoding.PEM)
+    return _KeyPair(pem=pem, names=(), where="generated default certificate")
+
+
+def _spill(tmp: Path, i: int, pair: _KeyPair) -> tuple[Path, _KeyPair]:
+    """Write a pair where load_cert_chain can read it: it accepts only paths."""
+    path = tmp / f"{i}.pem"
+    path.write_bytes(pair.pem)  # TemporaryDirectory is 0700 and removed after the build
+    return path, pair

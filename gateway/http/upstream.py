@@ -19,7 +19,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -99,8 +99,9 @@ class UpstreamServer:
         self.service = service
         self.ssl = ssl_context if self.scheme == "https" else None
         self.server_hostname = self.host if self.ssl is not None else None
-        self.pool = ConnectionPool(self, max_idle=max_idle, dial_timeout=dial_timeout,
-                                   idle_timeout=idle_timeout)
+        self.pool = ConnectionPool(
+            self, max_idle=max_idle, dial_timeout=dial_timeout, idle_timeout=idle_timeout
+        )
         self.on_health_change: Callable[[UpstreamServer], None] | None = None
 
     def available(self, now: float) -> bool:
@@ -256,8 +257,8 @@ class ResponseConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self.pool.open_count += 1
 
     def data_received(self, data: bytes) -> None:

@@ -123,7 +123,9 @@ def split_host_port(host: bytes) -> tuple[str, str]:
     return text, ""
 
 
-_HOST_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:[]%!$&'()*+,;=")
+_HOST_CHARS = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:[]%!$&'()*+,;="
+)
 
 
 def is_valid_host(value: bytes) -> bool:

@@ -1,0 +1,301 @@
+"""Combining dynamic configuration: files of one provider, snapshots of many.
+
+``combine`` joins the files of one provider the way Traefik's file provider
+joins a directory: named objects from every file end up side by side and
+``tls.certificates`` concatenate; a name defined twice is an error naming
+both places (Traefik warns and keeps the first, which hides mistakes).
+
+``merge`` joins the newest snapshot of every provider into the one
+configuration the runtime serves. Router, service, middleware and
+serversTransport names become ``name@provider`` (for tcp and udp too), and so
+do references to them that are not qualified already: an unqualified
+reference means "in my own provider", as in Traefik. A provider may not use
+``@`` in its own names. TLS options and stores stay unqualified, shared by
+every provider (Traefik keeps ``default`` that way), so a router's
+``tls.options: foo@file`` is read as ``foo``; two providers may define the
+same TLS options only identically.
+
+Origins follow their objects: ``http.routers.api.rule`` becomes
+``http.routers.api@file.rule``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from gateway.config.dynamic import (
+    DynamicConfig,
+    HTTPConfig,
+    HTTPRouter,
+    HTTPService,
+    TLSConfig,
+)
+from gateway.config.errors import ConfigError, Origin
+from gateway.config.model import frozen_map
+
+T = TypeVar("T")
+
+# (attribute of HTTPConfig, YAML key, what one of them is called)
+_HTTP_SECTIONS = (
+    ("routers", "routers", "router"),
+    ("services", "services", "service"),
+    ("middlewares", "middlewares", "middleware"),
+    ("servers_transports", "serversTransports", "serversTransport"),
+)
+# Sections of the raw tcp/udp configuration whose entries are named objects.
+_RAW_SECTIONS = ("routers", "services", "middlewares", "serverstransports")
+
+
+def combine(configs: Sequence[DynamicConfig]) -> DynamicConfig:
+    """The files of one provider as one snapshot; duplicate names are errors."""
+    if len(configs) == 1:
+        return configs[0]
+    return _join(configs, tls_equal_ok=False)
+
+
+def merge(snapshots: Mapping[str, DynamicConfig]) -> DynamicConfig:
+    """Every provider's snapshot, keyed by provider name, as one configuration."""
+    return _join(
+        [_qualify(provider, config) for provider, config in snapshots.items()],
+        tls_equal_ok=True,
+    )
+
+
+def _join(configs: Sequence[DynamicConfig], *, tls_equal_ok: bool) -> DynamicConfig:
+    http: dict[str, Any] = {}
+    for attr, key, what in _HTTP_SECTIONS:
+        parts = [(getattr(c.http, attr), c.origins) for c in configs]
+        http[attr] = frozen_map(_union(parts, f"http.{key}", what, equal_ok=False))
+    tls = TLSConfig(
+        certificates=tuple(cert for c in configs for cert in c.tls.certificates),
+        options=frozen_map(
+            _union(
+                [(c.tls.options, c.origins) for c in configs],
+                "tls.options",
+                "TLS options",
+                equal_ok=tls_equal_ok,
+            )
+        ),
+        stores=frozen_map(
+            _union(
+                [(c.tls.stores, c.origins) for c in configs],
+                "tls.stores",
+                "TLS store",
+                equal_ok=tls_equal_ok,
+            )
+        ),
+    )
+    origins: dict[str, Origin] = {}
+    for c in configs:
+        for path, origin in c.origins.items():
+            origins.setdefault(path, origin)
+    return DynamicConfig(
+        http=HTTPConfig(**http),
+        tls=tls,
+        tcp=_join_raw([(c.tcp, c.origins) for c in configs], "tcp"),
+        udp=_join_raw([(c.udp, c.origins) for c in configs], "udp"),
+        origins=frozen_map(origins),
+    )
+
+
+def _union(
+    parts: Iterable[tuple[Mapping[str, T], Mapping[str, Origin]]],
+    path: str,
+    what: str,
+    *,
+    equal_ok: bool,
+) -> dict[str, T]:
+    out: dict[str, T] = {}
+    where: dict[str, Origin | None] = {}
+    for items, origins in parts:
+        for name, item in items.items():
+            sub = f"{path}.{name}"
+            if name in out:
+                if equal_ok and out[name] == item:
+                    continue
+                first = where[name]
+                also = f" (first defined at {first})" if first else ""
+                raise ConfigError(
+                    f'{what} "{name}" is defined more than once{also}',
+                    origin=origins.get(sub),
+                    path=sub,
+                )
+            out[name] = item
+            where[name] = origins.get(sub)
+    return out
+
+
+def _join_raw(
+    parts: Sequence[tuple[Mapping[str, Any] | None, Mapping[str, Origin]]], proto: str
+) -> Mapping[str, Any] | None:
+    present = [(raw, origins) for raw, origins in parts if raw is not None]
+    if not present:
+        return None
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for raw, _ in present for k in raw):
+        values = [(raw[key], origins) for raw, origins in present if key in raw]
+        if all(isinstance(v, Mapping) for v, _ in values):
+            out[key] = frozen_map(
+                _union(values, f"{proto}.{key}", f"{proto} {key}", equal_ok=False)
+            )
+        elif all(v == values[0][0] for v, _ in values):
+            out[key] = values[0][0]
+        else:
+            path = f"{proto}.{key}"
+            raise ConfigError("is defined more than once", origin=values[1][1].get(path), path=path)
+    return frozen_map(out)
+
+
+# --- Qualifying names ----------------------------------------------------------
+
+
+def _qualify(provider: str, config: DynamicConfig) -> DynamicConfig:
+    def ref(name: str) -> str:
+        return f"{name}@{provider}" if name and "@" not in name else name
+
+    def own(section: str, name: str) -> str:
+        if "@" in name:
+            path = f"{section}.{name}"
+            raise ConfigError(
+                f'name "{name}" must not contain "@": the provider adds "@{provider}" itself',
+                origin=config.origins.get(path),
+                path=path,
+            )
+        return f"{name}@{provider}"
+
+    http = config.http
+    renamed: dict[str, Iterable[str]] = {}
+    for attr, key, _ in _HTTP_SECTIONS:
+        renamed[f"http.{key}"] = getattr(http, attr).keys()
+    routers = {own("http.routers", n): _router_refs(r, ref) for n, r in http.routers.items()}
+    services = {own("http.services", n): _service_refs(s, ref) for n, s in http.services.items()}
+    middlewares = {own("http.middlewares", n): m for n, m in http.middlewares.items()}
+    transports = {own("http.serversTransports", n): t for n, t in http.servers_transports.items()}
+    raw: dict[str, Mapping[str, Any] | None] = {}
+    for proto in ("tcp", "udp"):
+        section = getattr(config, proto)
+        raw[proto] = None if section is None else _qualify_raw(section, proto, own, ref)
+        for key, value in (section or {}).items():
+            if key.lower() in _RAW_SECTIONS and isinstance(value, Mapping):
+                renamed[f"{proto}.{key}"] = value.keys()
+    return DynamicConfig(
+        http=HTTPConfig(
+            routers=frozen_map(routers),
+            services=frozen_map(services),
+            middlewares=frozen_map(middlewares),
+            servers_transports=frozen_map(transports),
+        ),
+        tls=config.tls,
+        tcp=raw["tcp"],
+        udp=raw["udp"],
+        origins=frozen_map(_rekey(config.origins, renamed, provider)),
+    )
+
+
+def _bare(name: str) -> str:
+    return name.partition("@")[0]
+
+
+def _router_refs(router: HTTPRouter, ref: Callable[[str], str]) -> HTTPRouter:
+    tls = router.tls
+    if tls is not None and "@" in tls.options:
+        tls = dataclasses.replace(tls, options=_bare(tls.options))
+    return dataclasses.replace(
+        router,
+        service=ref(router.service),
+        middlewares=tuple(ref(m) for m in router.middlewares),
+        tls=tls,
+    )
+
+
+def _service_refs(service: HTTPService, ref: Callable[[str], str]) -> HTTPService:
+    if service.load_balancer is not None:
+        lb = service.load_balancer
+        return dataclasses.replace(
+            service,
+            load_balancer=dataclasses.replace(lb, servers_transport=ref(lb.servers_transport)),
+        )
+    if service.weighted is not None:
+        weighted = service.weighted
+        members = tuple(dataclasses.replace(m, name=ref(m.name)) for m in weighted.services)
+        return dataclasses.replace(
+            service, weighted=dataclasses.replace(weighted, services=members)
+        )
+    return service
+
+
+def _qualify_raw(
+    section: Mapping[str, Any],
+    proto: str,
+    own: Callable[[str, str], str],
+    ref: Callable[[str], str],
+) -> Mapping[str, Any]:
+    def refs(value: Any) -> Any:
+        if isinstance(value, str):
+            return ref(value)
+        if isinstance(value, tuple):
+            return tuple(ref(v) if isinstance(v, str) else v for v in value)
+        return value
+
+    def router(obj: Any) -> Any:
+        obj = _update(obj, "service", refs)
+        obj = _update(obj, "middlewares", refs)
+        return _update(obj, "tls", lambda t: _update(t, "options", _bare_any))
+
+    def members(items: Any) -> Any:
+        if not isinstance(items, tuple):
+            return items
+        return tuple(_update(m, "name", refs) for m in items)
+
+    def service(obj: Any) -> Any:
+        obj = _update(obj, "weighted", lambda w: _update(w, "services", members))
+        return _update(obj, "loadBalancer", lambda lb: _update(lb, "serversTransport", refs))
+
+    fixers: dict[str, Callable[[Any], Any]] = {"routers": router, "services": service}
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        kind = key.lower()
+        if kind in _RAW_SECTIONS and isinstance(value, Mapping):
+            fix = fixers.get(kind, lambda obj: obj)
+            value = frozen_map({own(f"{proto}.{key}", n): fix(o) for n, o in value.items()})
+        out[key] = value
+    return frozen_map(out)
+
+
+def _bare_any(value: Any) -> Any:
+    return _bare(value) if isinstance(value, str) else value
+
+
+def _update(obj: Any, key: str, fix: Callable[[Any], Any]) -> Any:
+    """``obj`` with ``fix`` applied to its ``key`` (any case), if it has one."""
+    if not isinstance(obj, Mapping):
+        return obj
+    lowered = key.lower()
+    if not any(k.lower() == lowered for k in obj):
+        return obj
+    return frozen_map({k: fix(v) if k.lower() == lowered else v for k, v in obj.items()})
+
+
+def _rekey(
+    origins: Mapping[str, Origin], renamed: Mapping[str, Iterable[str]], provider: str
+) -> dict[str, Origin]:
+    out: dict[str, Origin] = {}
+    names = {prefix: set(found) for prefix, found in renamed.items()}
+    for path, origin in origins.items():
+        out[_qualified_path(path, names, provider)] = origin
+    return out
+
+
+def _qualified_path(path: str, names: Mapping[str, set[str]], provider: str) -> str:
+    for prefix, found in names.items():
+        if not path.startswith(prefix + "."):
+            continue
+        rest = path[len(prefix) + 1 :]
+        # Names may hold dots ("my.router"): take the longest name that fits.
+        cuts = [i for i, ch in enumerate(rest) if ch in ".["] + [len(rest)]
+        for cut in reversed(cuts):
+            if rest[:cut] in found:
+                return f"{prefix}.{rest[:cut]}@{provider}{rest[cut:]}"
+    return path
