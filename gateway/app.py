@@ -29,10 +29,10 @@ from gateway.config.static import StaticConfig
 from gateway.config.validate import validate
 from gateway.http.entrypoint import EntryPointRuntime, bind_socket, parse_address
 from gateway.http.forwarded import TrustedSources
-from gateway.http.health import HealthChecker, HealthTarget
 from gateway.http.router_table import RouterTable
 from gateway.http.routing import EntryPointSettings, HTTPState
 from gateway.http.tls import ServerTLS, build_server_tls
+from gateway.http.upstream import UpstreamServer
 from gateway.metrics import Metrics
 from gateway.observer import Observer
 from gateway.runtime import Compiled, Compiler
@@ -67,7 +67,12 @@ class Gateway:
         # Workers share the supervisor's metrics directory; only the process
         # that validates configuration counts reloads, or each counts N+1 times.
         self.record_reloads = record_reloads
-        self.compiler = Compiler(static, self.registry, on_middleware_error=self._middleware_error)
+        self.compiler = Compiler(
+            static,
+            self.registry,
+            on_middleware_error=self._middleware_error,
+            on_server_change=self._server_changed,
+        )
         self.entry_points: dict[str, EntryPointRuntime] = {}
         self.snapshots: dict[str, DynamicConfig] = {}
         self.errors: dict[str, ConfigError] = {}
@@ -171,27 +176,11 @@ class Gateway:
     def _start_health(self, compiled: Compiled) -> None:
         loop = asyncio.get_running_loop()
         for job in compiled.health:
-            by_url = {s.url: s for s in job.servers}
+            self._health_tasks.append(loop.create_task(job.checker.run()))
 
-            def on_change(
-                target: HealthTarget,
-                up: bool,
-                by_url: dict[str, Any] = by_url,
-                service: str = job.service,
-            ) -> None:
-                server = by_url.get(target.url)
-                if server is not None:
-                    server.set_healthy(up)
-                if self.metrics is not None:
-                    self.metrics.set_server_up(service, target.url, up)
-
-            checker = HealthChecker(
-                job.config,
-                [HealthTarget(url=s.url) for s in job.servers],
-                on_change,
-                service=job.service,
-            )
-            self._health_tasks.append(loop.create_task(checker.run()))
+    def _server_changed(self, server: UpstreamServer, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.set_server_up(server.service, server.url, up)
 
     def _static_tls(self) -> bool:
         return any(ep.http.tls is not None for ep in self.static.entry_points.values())

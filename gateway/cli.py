@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config.errors import ConfigError
+from gateway.config.errors import ConfigError, Origin
 from gateway.config.loader import load_dynamic_paths, load_static, parse_static
 from gateway.config.static import StaticConfig
 
@@ -28,6 +28,18 @@ examples:
   gateway run --config sluice.yml --entryPoints.web.address=:8081 --log.level=DEBUG
   gateway check --config sluice.yml            validate, like nginx -t
   gateway whoami --address 127.0.0.1:8081      the demo backend
+"""
+
+
+OVERRIDES_HELP = """\
+static configuration overrides (Traefik's key names, dotted):
+  --entryPoints.web.address=127.0.0.1:8080       listen address of entry point "web"
+  --entryPoints.web.transport.lifeCycle.graceTimeOut=5s
+                                                 drain time on SIGTERM
+  --api.address=127.0.0.1:9000                   API, dashboard and /metrics
+  --providers.file.filename=dynamic.yml          dynamic configuration file
+  --log.level=DEBUG
+A flag without a value means true (--api.insecure); --key value works too.
 """
 
 
@@ -64,21 +76,78 @@ def load_static_config(
     return parse_static("", "<command line>", overrides), Path.cwd()
 
 
+def address_errors(
+    static: StaticConfig, file: str, overrides: Sequence[tuple[str, str]] = ()
+) -> list[ConfigError]:
+    """Listening addresses that cannot be bound as written, found before serving starts.
+
+    The loader checks types, not address syntax; without this a typo would
+    surface as a traceback from ``bind`` after the providers had started.
+    """
+    flagged = {key.lower() for key, _ in overrides}
+    checks = [(f"entryPoints.{n}.address", ep.address) for n, ep in static.entry_points.items()]
+    if static.api is not None:
+        checks.append(("api.address", static.api.address))
+    errors = []
+    for path, address in checks:
+        problem = _address_problem(address)
+        if problem:
+            origin = Origin("<command line>" if path.lower() in flagged else file)
+            errors.append(ConfigError(problem, origin=origin, path=path))
+    return errors
+
+
+def _address_problem(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return f'invalid address "{address}": expected [host]:port'
+    if int(port) > 65535:
+        return f'invalid address "{address}": port {port} is out of range'
+    if host.startswith("[") != host.endswith("]"):
+        return f'invalid address "{address}": unbalanced brackets'
+    return ""
+
+
+def _source_name(config: str | None, overrides: Sequence[object], quickstart: bool) -> str:
+    """What ``load_static_config`` read, for error messages."""
+    if config:
+        return config
+    if quickstart or not overrides:
+        return str(QUICKSTART / "sluice.yml")
+    return "<command line>"
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of workers, got {text!r}")
+    return count
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
         description="Sluice: a Traefik-style HTTP gateway over an eBPF L3/L4 layer.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser(
         "run",
         help="serve traffic (default: the embedded quickstart)",
-        description="Serve traffic. Extra --dotted.keys=value flags override "
-        "the static configuration, as in Traefik.",
+        description="Serve traffic until SIGTERM or SIGINT, then drain. Extra\n"
+        "--dotted.keys=value flags override the static configuration, as in Traefik.",
+        usage="gateway run [-h] [--config FILE] [--quickstart] [--workers N] "
+        "[--dotted.key=value ...]",
+        epilog=OVERRIDES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
-    run.add_argument("--config", "-c", help="static configuration file (YAML)")
+    run.add_argument("--config", "-c", metavar="FILE", help="static configuration file (YAML)")
     run.add_argument(
         "--quickstart",
         action="store_true",
@@ -86,13 +155,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=_worker_count,
         default=1,
+        metavar="N",
         help="worker processes sharing the listeners (SO_REUSEPORT)",
     )
-    check = sub.add_parser("check", help="validate static and dynamic configuration and exit")
-    check.add_argument("--config", "-c", required=True, help="static configuration file (YAML)")
-    who = sub.add_parser("whoami", help="run the demo backend")
+    check = sub.add_parser(
+        "check",
+        help="validate static and dynamic configuration and exit",
+        description="Validate the static configuration and the file provider's dynamic\n"
+        "configuration, then exit: 0 when valid, 1 with file:line errors otherwise.\n"
+        "Extra --dotted.keys=value flags override the static configuration.",
+        usage="gateway check [-h] --config FILE [--dotted.key=value ...]",
+        epilog=OVERRIDES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    check.add_argument(
+        "--config", "-c", metavar="FILE", required=True, help="static configuration file (YAML)"
+    )
+    who = sub.add_parser("whoami", help="run the demo backend", allow_abbrev=False)
     who.add_argument("--address", default="127.0.0.1:8081", help="host:port to listen on")
     who.add_argument("--name", default="", help="name reported in each answer")
     sub.add_parser("version", help="print the version")
@@ -105,14 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if extra and args.command not in ("run", "check"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "version":
         print(f"sluice {__version__}")
         return 0
     if args.command == "whoami":
-        from gateway.whoami import run_whoami
-
-        run_whoami(args.address, args.name)
-        return 0
+        return whoami(args.address, args.name)
     overrides = _split_overrides(extra)
     if args.command == "check":
         return check(args.config, overrides)
@@ -120,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         static, base_dir = load_static_config(args.config, overrides, quickstart=args.quickstart)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    source = _source_name(args.config, overrides, args.quickstart)
+    problems = address_errors(static, source, overrides)
+    for problem in problems:
+        print(f"gateway: {problem}", file=sys.stderr)
+    if problems:
         return 1
     from gateway.process import run_process
 
@@ -131,14 +218,16 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
     """``gateway check``: validate without serving; exit 1 on the first error."""
     from gateway.config.merge import merge
     from gateway.config.validate import validate
+    from providers.file.provider import FileProvider
 
     try:
         static = load_static(config, overrides)
         base = Path(config).resolve().parent
-        errors: list[ConfigError] = []
+        errors = address_errors(static, config, overrides)
         fp = static.providers.file
-        if fp is not None:
-            paths = _file_provider_paths(fp.filename, fp.directory, base)
+        if fp is not None and not errors:
+            # The provider's own file selection, so check reads what run would.
+            paths = FileProvider(fp, base_dir=base).paths()
             merged = merge({"file": load_dynamic_paths(paths)})
             errors = validate(merged, entry_points=static.entry_points.keys())
             if not errors:
@@ -156,13 +245,21 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
     return 0
 
 
-def _file_provider_paths(filename: str, directory: str, base: Path) -> list[Path]:
-    if filename:
-        return [(base / filename).resolve()]
-    folder = (base / directory).resolve()
-    return sorted(
-        p for p in folder.iterdir() if p.suffix in (".yml", ".yaml") and not p.name.startswith(".")
-    )
+def whoami(address: str, name: str) -> int:
+    """``gateway whoami``: the demo backend, until SIGTERM or SIGINT."""
+    from gateway.whoami import run_whoami
+
+    problem = _address_problem(address)
+    if problem:
+        print(f"gateway: --address: {problem}", file=sys.stderr)
+        return 1
+    setup_logging("INFO")
+    try:
+        run_whoami(address, name)
+    except OSError as exc:
+        print(f"gateway: whoami: cannot listen on {address}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def setup_logging(level: str, file_path: str = "") -> None:

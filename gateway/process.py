@@ -2,6 +2,10 @@
 
 ``run_process`` is what the CLI calls. With one worker it serves in this
 process; with more it becomes the supervisor of ``gateway.workers``.
+
+Operator mistakes found only when serving starts (an address already in use,
+a provider set up twice) end the process with exit status 1 and one ERROR
+line naming what failed, never a traceback; a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
 
 from gateway import __version__
 from gateway.access_log import AccessLog
 from gateway.app import Gateway
+from gateway.config.errors import ConfigError
 from gateway.config.static import StaticConfig
 from gateway.metrics import Metrics, create_metrics
 from gateway.observer import Observer
@@ -22,7 +30,14 @@ from providers.file.provider import FileProvider
 
 log = logging.getLogger(__name__)
 
+# Where the demo backend listens when the quickstart's dynamic configuration
+# does not say (see ``quickstart_backend``).
 QUICKSTART_BACKEND = ("127.0.0.1", 8081)
+QUICKSTART_SERVICE = "whoami"
+
+
+class StartupError(Exception):
+    """Serving could not start for a reason the operator can fix; ``str`` says which."""
 
 
 def setup_logging(static: StaticConfig) -> None:
@@ -50,6 +65,58 @@ def make_providers(static: StaticConfig, base_dir: Path) -> list[Provider]:
     return providers
 
 
+def quickstart_backend(static: StaticConfig, base_dir: Path) -> tuple[str, int]:
+    """Where the demo backend listens: the first server of the ``whoami`` service.
+
+    Following the dynamic configuration keeps the two in step when someone
+    points the quickstart at another file (``--providers.file.filename``),
+    which is also how tests run it on free ports.
+    """
+    if static.providers.file is None:
+        return QUICKSTART_BACKEND
+    try:
+        snapshot = FileProvider(static.providers.file, base_dir=base_dir).load()
+    except ConfigError:
+        return QUICKSTART_BACKEND
+    if isinstance(snapshot, ConfigError):
+        return QUICKSTART_BACKEND
+    service = snapshot.http.services.get(QUICKSTART_SERVICE)
+    if service is None or service.load_balancer is None or not service.load_balancer.servers:
+        return QUICKSTART_BACKEND
+    url = urlsplit(service.load_balancer.servers[0].url)
+    try:
+        port = url.port
+    except ValueError:
+        return QUICKSTART_BACKEND
+    return (url.hostname or QUICKSTART_BACKEND[0]), (port or 80)
+
+
+async def start_quickstart_backend(static: StaticConfig, base_dir: Path) -> asyncio.Server:
+    from gateway.whoami import serve_whoami
+
+    host, port = quickstart_backend(static, base_dir)
+    try:
+        backend = await serve_whoami(host, port, name="quickstart")
+    except OSError as exc:
+        raise StartupError(
+            f"quickstart: demo backend cannot listen on {host}:{port}: {exc}"
+        ) from None
+    log.info("quickstart: demo backend on http://%s:%d", host, port)
+    return backend
+
+
+async def start_api_server(address: str, app: web.Application) -> web.AppRunner:
+    """Serve the API app on ``address``; a StartupError when it cannot listen."""
+    from gateway.api.server import start_api
+
+    try:
+        runner = await start_api(app, address)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"api: cannot listen on {address}: {exc}") from None
+    log.info("API and dashboard on http://%s/", address)
+    return runner
+
+
 def run_process(
     static: StaticConfig, *, base_dir: Path, workers: int = 1, quickstart: bool = False
 ) -> int:
@@ -63,7 +130,11 @@ def run_process(
     metrics = (
         create_metrics(static.metrics.prometheus) if static.metrics.prometheus is not None else None
     )
-    return asyncio.run(serve(static, base_dir=base_dir, metrics=metrics, quickstart=quickstart))
+    try:
+        return asyncio.run(serve(static, base_dir=base_dir, metrics=metrics, quickstart=quickstart))
+    except (StartupError, ConfigError) as exc:
+        log.error("%s", exc)
+        return 1
 
 
 async def serve(
@@ -74,31 +145,38 @@ async def serve(
     quickstart: bool = False,
     providers: list[Provider] | None = None,
 ) -> int:
-    """Run one serving process: providers, listeners and the API."""
+    """Run one serving process: providers, listeners and the API.
+
+    Raises ``StartupError`` (or ``ConfigError``) when it cannot start; once
+    listening, returns 0 after SIGTERM and the drain.
+    """
     backend = None
-    if quickstart:
-        from gateway.whoami import serve_whoami
-
-        backend = await serve_whoami(*QUICKSTART_BACKEND, name="quickstart")
-        log.info("quickstart: demo backend on http://%s:%d", *QUICKSTART_BACKEND)
+    runner: web.AppRunner | None = None
     access_log = AccessLog(static.access_log) if static.access_log is not None else None
-    gateway = Gateway(
-        static,
-        providers=providers if providers is not None else make_providers(static, base_dir),
-        metrics=metrics,
-        observer=Observer(metrics, access_log),
-    )
-    gateway.install_signal_handlers()
-    runner = None
-    if static.api is not None:
-        from gateway.api.server import build_api_app, start_api
-        from gateway.api.state import GatewayState
-
-        app = build_api_app(GatewayState(gateway), metrics=metrics, version=__version__)
-        runner = await start_api(app, static.api.address)
-        log.info("API and dashboard on http://%s/", static.api.address)
+    gateway: Gateway | None = None
     try:
-        await gateway.run()
+        if quickstart:
+            backend = await start_quickstart_backend(static, base_dir)
+        gateway = Gateway(
+            static,
+            providers=providers if providers is not None else make_providers(static, base_dir),
+            metrics=metrics,
+            observer=Observer(metrics, access_log),
+        )
+        gateway.install_signal_handlers()
+        if static.api is not None:
+            from gateway.api.server import build_api_app
+            from gateway.api.state import GatewayState
+
+            app = build_api_app(GatewayState(gateway), metrics=metrics, version=__version__)
+            runner = await start_api_server(static.api.address, app)
+        try:
+            await gateway.run()
+        except (OSError, ValueError) as exc:
+            failed = next((n for n in static.entry_points if n not in gateway.entry_points), "?")
+            address = static.entry_points[failed].address if failed in static.entry_points else ""
+            await gateway.shutdown()
+            raise StartupError(f"entry point {failed}: cannot listen on {address}: {exc}") from None
     finally:
         if runner is not None:
             await runner.cleanup()

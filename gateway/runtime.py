@@ -22,6 +22,7 @@ from gateway.config.rule import RuleSyntaxError
 from gateway.config.static import StaticConfig
 from gateway.http.balancer import Balancer, StickyCookie
 from gateway.http.exchange import proxy_terminal
+from gateway.http.health import HealthChecker, HealthTarget
 from gateway.http.router_table import RouterTable, RouteSpec
 from gateway.http.routing import HTTPState, RouterRuntime, ServiceRuntime
 from gateway.http.tls import build_client_tls
@@ -34,10 +35,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True, eq=False)
 class HealthJob:
-    """An active health check to run for one service."""
+    """An active health check to run for one service, built (and so validated) at compile time."""
 
     service: str
-    config: HealthCheck
+    checker: HealthChecker
     servers: list[UpstreamServer]
 
 
@@ -61,10 +62,12 @@ class Compiler:
         registry: Mapping[str, MiddlewareFactory],
         *,
         on_middleware_error: Callable[[str], None] | None = None,
+        on_server_change: Callable[[UpstreamServer, bool], None] | None = None,
     ) -> None:
         self.static = static
         self.registry = registry
         self.on_middleware_error = on_middleware_error
+        self.on_server_change = on_server_change
         self.generation = 0
         self.previous: Compiled | None = None
 
@@ -175,6 +178,36 @@ class Compiler:
                     server.close()
         self.previous = compiled
 
+    def _health_job(
+        self,
+        service: str,
+        config: HealthCheck,
+        members: list[UpstreamServer],
+        insecure: bool,
+        root_cas: tuple[str, ...],
+    ) -> HealthJob:
+        by_url = {s.url: s for s in members}
+        on_server_change = self.on_server_change
+
+        def on_change(target: HealthTarget, up: bool) -> None:
+            server = by_url.get(target.url)
+            if server is not None:
+                server.set_healthy(up)
+                if on_server_change is not None:
+                    on_server_change(server, up)
+
+        needs_tls = any(s.scheme == "https" for s in members) or config.scheme == "https"
+        checker = HealthChecker(
+            config,
+            [HealthTarget(url=s.url) for s in members],
+            on_change,
+            service=service,
+            ssl_context=build_client_tls(insecure, root_cas, "") if needs_tls else None,
+            # A server found down before a reload stays down until a check passes.
+            initial_status={HealthTarget(url=s.url): s.healthy for s in members},
+        )
+        return HealthJob(service=service, checker=checker, servers=members)
+
     def _response_header_timeout(self, transport: str, config: DynamicConfig) -> float:
         if transport:
             st = config.http.servers_transports.get(transport)
@@ -227,7 +260,7 @@ class Compiler:
             servers[key] = server
             members.append(server)
         if lb.health_check is not None:
-            health.append(HealthJob(service=name, config=lb.health_check, servers=members))
+            health.append(self._health_job(name, lb.health_check, members, insecure, root_cas))
         sticky = (
             StickyCookie(lb.sticky.cookie, f"_{name.split('@')[0]}")
             if lb.sticky and lb.sticky.cookie

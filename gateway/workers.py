@@ -8,9 +8,18 @@ them, and apply what they receive with ``Gateway.apply_merged``. Metrics go
 through prometheus_client's multiprocess directory and are summed by the
 supervisor's ``/metrics``.
 
-A worker that dies is restarted with the current configuration; SIGTERM to
-the supervisor is passed to every worker, each drains, and the supervisor
-exits 0 once they have.
+The pipe carries tuples. Supervisor to worker: ``("config", seq, config)``,
+where ``config`` is None while no valid configuration exists (the worker then
+listens and answers 404, as a single process does). Worker to supervisor:
+``("serving", pid)`` once its listeners are open and ``("applied", seq, ok)``
+after each configuration. ``/api/overview`` reports both under ``workers``,
+so a caller can tell when a reload has reached every worker.
+
+Invariants: a worker that dies while the supervisor runs is restarted with
+the current configuration (after a backoff when it keeps dying young); a
+worker that cannot start at all during start-up stops the supervisor with
+exit status 1. SIGTERM to the supervisor is passed to every worker, each
+drains, and the supervisor exits 0 once all have exited 0.
 """
 
 from __future__ import annotations
@@ -21,8 +30,13 @@ import copyreg
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import sys
 import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -30,18 +44,49 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway import __version__
+from gateway.api.state import GatewayState
+from gateway.app import Gateway
 from gateway.config.dynamic import DynamicConfig
+from gateway.config.errors import ConfigError
 from gateway.config.static import StaticConfig
+from gateway.process import StartupError
 
 log = logging.getLogger(__name__)
 
+# A worker that could not open its listeners exits with this status.
+EXIT_STARTUP = 3
+# A worker that dies sooner than this after starting is restarted after a backoff.
+STABLE_AFTER = 5.0
+MAX_BACKOFF = 30.0
+
+
+def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    return MappingProxyType(items)
+
 
 def _reduce_mapping_proxy(m: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dict[Any, Any]]]:
-    return MappingProxyType, (dict(m),)
+    # The type itself cannot be pickled by reference (builtins has no
+    # "mappingproxy"), so rebuild through a module-level function.
+    return _mapping_proxy, (dict(m),)
 
 
 # Configuration objects hold read-only mappings; let them cross the pipe.
 copyreg.pickle(MappingProxyType, _reduce_mapping_proxy)
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Return when the first of ``waits`` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done:
+        task.result()  # surface an exception rather than carry on
+
+
+# -- worker side ---------------------------------------------------------------------
 
 
 def _worker_main(static: StaticConfig, conn: Connection, index: int, metrics_dir: str) -> None:
@@ -55,11 +100,14 @@ def _worker_main(static: StaticConfig, conn: Connection, index: int, metrics_dir
         if static.metrics.prometheus is not None
         else None
     )
-    asyncio.run(_worker_serve(static, conn, index, metrics))
+    try:
+        asyncio.run(_worker_serve(static, conn, index, metrics))
+    except StartupError as exc:
+        log.error("worker %d: %s", index, exc)
+        sys.exit(EXIT_STARTUP)
 
 
 async def _worker_serve(static: StaticConfig, conn: Connection, index: int, metrics: Any) -> None:
-    from gateway.app import Gateway
     from gateway.observer import Observer
 
     gateway = Gateway(
@@ -72,41 +120,80 @@ async def _worker_serve(static: StaticConfig, conn: Connection, index: int, metr
     )
     gateway.install_signal_handlers()
     loop = asyncio.get_running_loop()
-    first = asyncio.Event()
+    configured = asyncio.Event()
 
     def on_readable() -> None:
         try:
             while conn.poll():
-                config = conn.recv()
-                if isinstance(config, DynamicConfig):
-                    gateway.apply_merged(config, provider="supervisor")
-                    first.set()
+                kind, seq, config = conn.recv()
+                if kind != "config":
+                    continue
+                ok = config is None or gateway.apply_merged(config, provider="supervisor")
+                conn.send(("applied", seq, ok))
+                configured.set()
         except (EOFError, OSError):
+            # The supervisor is gone: nobody will feed or restart this worker.
             loop.remove_reader(conn.fileno())
             gateway.stop()
 
     loop.add_reader(conn.fileno(), on_readable)
-    await first.wait()
-    await gateway.open_listeners()
-    log.info("worker %d (pid %d) serving", index, os.getpid())
-    await gateway.stopping.wait()
-    loop.remove_reader(conn.fileno())
-    await gateway.shutdown()
+    try:
+        await _first(configured.wait(), gateway.stopping.wait())
+        if gateway.stopping.is_set():
+            return
+        try:
+            await gateway.open_listeners()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot listen: {exc}") from None
+        with contextlib.suppress(OSError):
+            conn.send(("serving", os.getpid()))
+        log.info("worker %d (pid %d) serving", index, os.getpid())
+        await gateway.stopping.wait()
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(conn.fileno())
+        await gateway.shutdown()
 
 
+# -- supervisor side -----------------------------------------------------------------
+
+
+@dataclass
+class WorkerHandle:
+    """One worker process as the supervisor sees it."""
+
+    index: int
+    proc: BaseProcess
+    conn: Connection
+    started: float
+    exited: asyncio.Future[int]
+    serving: bool = False
+    generation: int = -1
+    restarts: int = 0
+
+
+@dataclass
 class Supervisor:
     """Starts, feeds, restarts and stops the workers."""
 
-    def __init__(self, static: StaticConfig, workers: int, metrics_dir: Path) -> None:
-        self.static = static
-        self.count = workers
-        self.metrics_dir = metrics_dir
-        self.ctx = multiprocessing.get_context("spawn")
-        self.procs: dict[int, tuple[BaseProcess, Connection]] = {}
-        self.config: DynamicConfig | None = None
-        self.stopping = False
+    static: StaticConfig
+    count: int
+    metrics_dir: Path
+    # Called when start-up fails and everything must stop.
+    on_fatal: Callable[[], None] | None = None
+    handles: dict[int, WorkerHandle] = field(default_factory=dict)
+    config: DynamicConfig | None = None
+    generation: int = 0
+    stopping: bool = False
+    started: bool = False  # every initial worker has served at least once
+    failure: str = ""
 
-    def start_worker(self, index: int) -> None:
+    def __post_init__(self) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self._restart_timers: dict[int, asyncio.TimerHandle] = {}
+
+    def start_worker(self, index: int, restarts: int = 0) -> None:
+        loop = asyncio.get_running_loop()
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(
             target=_worker_main,
@@ -116,60 +203,202 @@ class Supervisor:
         )
         proc.start()
         child.close()
-        self.procs[index] = (proc, parent)
-        if self.config is not None:
-            parent.send(self.config)
+        handle = WorkerHandle(
+            index=index,
+            proc=proc,
+            conn=parent,
+            started=time.monotonic(),
+            exited=loop.create_future(),
+            restarts=restarts,
+        )
+        self.handles[index] = handle
+        loop.add_reader(parent.fileno(), self._on_message, handle)
+        # The sentinel becomes readable when the process ends: no polling.
+        loop.add_reader(proc.sentinel, self._on_exit, handle)
+        self._send(handle, ("config", self.generation, self.config))
+
+    def _send(self, handle: WorkerHandle, message: tuple[str, int, DynamicConfig | None]) -> None:
+        try:
+            handle.conn.send(message)
+        except OSError as exc:
+            # The exit handler restarts it; the new process gets the config then.
+            log.warning("worker %d: cannot send configuration: %s", handle.index, exc)
 
     def broadcast(self, config: DynamicConfig) -> None:
         self.config = config
-        for _, conn in self.procs.values():
-            with contextlib.suppress(OSError):
-                conn.send(config)
+        self.generation += 1
+        for handle in list(self.handles.values()):
+            if not handle.exited.done():
+                self._send(handle, ("config", self.generation, config))
 
-    async def watch(self) -> None:
-        """Restart workers that exit while not stopping."""
+    def _on_message(self, handle: WorkerHandle) -> None:
+        try:
+            while handle.conn.poll():
+                message = handle.conn.recv()
+                if message[0] == "serving":
+                    handle.serving = True
+                    if not self.started and all(h.serving for h in self.handles.values()):
+                        self.started = True
+                        log.info("all %d workers serving", self.count)
+                elif message[0] == "applied" and message[2]:
+                    handle.generation = message[1]
+        except (EOFError, OSError):
+            # The process is ending; its sentinel reports that.
+            asyncio.get_running_loop().remove_reader(handle.conn.fileno())
+
+    def _on_exit(self, handle: WorkerHandle) -> None:
         from gateway.metrics import mark_process_dead
 
-        while not self.stopping:
-            await asyncio.sleep(0.5)
-            for index, (proc, conn) in list(self.procs.items()):
-                if proc.is_alive() or self.stopping:
-                    continue
-                log.error(
-                    "worker %d (pid %s) exited with %s; restarting", index, proc.pid, proc.exitcode
-                )
-                conn.close()
-                if proc.pid is not None:
-                    mark_process_dead(proc.pid, self.metrics_dir)
-                self.start_worker(index)
-
-    async def stop(self, grace: float) -> None:
-        self.stopping = True
-        for proc, _ in self.procs.values():
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
         loop = asyncio.get_running_loop()
-        for proc, conn in self.procs.values():
-            await loop.run_in_executor(None, proc.join, grace + 5)
-            if proc.is_alive():
-                proc.kill()
-            conn.close()
+        loop.remove_reader(handle.proc.sentinel)
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(handle.conn.fileno())
+        handle.proc.join()  # reap; the sentinel says it has already exited
+        code = handle.proc.exitcode if handle.proc.exitcode is not None else -1
+        handle.conn.close()
+        handle.serving = False
+        if handle.proc.pid is not None and self.static.metrics.prometheus is not None:
+            mark_process_dead(handle.proc.pid, self.metrics_dir)
+        handle.exited.set_result(code)
+        if self.stopping:
+            return
+        if not self.started:
+            self.failure = (
+                f"worker {handle.index} (pid {handle.proc.pid}) could not start "
+                f"(exit status {code})"
+            )
+            log.error("%s; stopping", self.failure)
+            if self.on_fatal is not None:
+                self.on_fatal()
+            return
+        lived = time.monotonic() - handle.started
+        restarts = handle.restarts + 1
+        if lived >= STABLE_AFTER:
+            restarts = 1
+        # The first death is restarted at once; a crash loop backs off.
+        delay = 0.0 if restarts == 1 else min(MAX_BACKOFF, 0.25 * 2 ** min(restarts, 10))
+        log.error(
+            "worker %d (pid %s) exited with status %s; restarting in %.1fs",
+            handle.index,
+            handle.proc.pid,
+            code,
+            delay,
+        )
+        self._restart_timers[handle.index] = loop.call_later(
+            delay, self._restart, handle.index, restarts
+        )
+
+    def _restart(self, index: int, restarts: int) -> None:
+        self._restart_timers.pop(index, None)
+        if not self.stopping:
+            self.start_worker(index, restarts)
+
+    def ready(self) -> tuple[bool, str]:
+        serving = sum(1 for h in self.handles.values() if h.serving)
+        if not self.started or not serving:
+            return False, f"{serving} of {self.count} workers serving"
+        return True, "ok"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "supervisor": os.getpid(),
+            "count": self.count,
+            "generation": self.generation,
+            "processes": [
+                {
+                    "index": h.index,
+                    "pid": h.proc.pid,
+                    "serving": h.serving,
+                    "generation": h.generation,
+                    "restarts": h.restarts,
+                }
+                for h in sorted(self.handles.values(), key=lambda h: h.index)
+            ],
+        }
+
+    async def stop(self, grace: float) -> bool:
+        """SIGTERM every worker and wait; True when all exited cleanly."""
+        self.stopping = True
+        for timer in self._restart_timers.values():
+            timer.cancel()
+        handles = list(self.handles.values())
+        for handle in handles:
+            if not handle.exited.done() and handle.proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(handle.proc.pid, signal.SIGTERM)
+        pending = [h.exited for h in handles if not h.exited.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace + 5)
+        clean = True
+        for handle in handles:
+            if not handle.exited.done():
+                log.error("worker %d (pid %s) did not stop; killing", handle.index, handle.proc.pid)
+                handle.proc.kill()
+                await handle.exited
+            code = handle.exited.result()
+            # SIGTERM before the worker installed its handlers ends it by signal.
+            if code != 0 and not (code == -signal.SIGTERM and not handle.serving):
+                log.error("worker %d exited with status %s", handle.index, code)
+                clean = False
+        return clean
+
+
+def preflight(static: StaticConfig) -> None:
+    """Fail now if an entry point's address is taken, naming the entry point.
+
+    Workers bind with SO_REUSEPORT, which would let them join the listeners
+    of another process holding the port with that option (an old instance
+    still running) and silently share its traffic. A plain bind, closed at
+    once, refuses that case too.
+    """
+    from gateway.http.entrypoint import bind_socket
+
+    for name, ep in static.entry_points.items():
+        try:
+            bind_socket(ep.address, reuse_port=False).close()
+        except (OSError, ValueError) as exc:
+            raise StartupError(
+                f"entry point {name}: cannot listen on {ep.address}: {exc}"
+            ) from None
+
+
+class SupervisorState(GatewayState):
+    """The API's view in multi-worker mode: readiness and ``workers`` include the workers."""
+
+    def __init__(self, gateway: Gateway, supervisor: Supervisor) -> None:
+        super().__init__(gateway)
+        self.supervisor = supervisor
+
+    def health(self) -> tuple[bool, str]:
+        ready, reason = super().health()
+        return self.supervisor.ready() if ready else (ready, reason)
+
+    def overview(self) -> dict[str, Any]:
+        data = super().overview()
+        data["workers"] = self.supervisor.describe()
+        return data
 
 
 def run_supervisor(
     static: StaticConfig, *, base_dir: Path, workers: int, quickstart: bool = False
 ) -> int:
-    """Run the supervisor and ``workers`` workers until SIGTERM."""
+    """Run the supervisor and ``workers`` workers until SIGTERM; the exit status."""
     from gateway.process import install_uvloop
 
     metrics_dir = Path(tempfile.mkdtemp(prefix="sluice-metrics-"))
-    metrics = None
-    if static.metrics.prometheus is not None:
-        from gateway.metrics import create_metrics
+    try:
+        metrics = None
+        if static.metrics.prometheus is not None:
+            from gateway.metrics import create_metrics
 
-        metrics = create_metrics(static.metrics.prometheus, multiprocess_dir=metrics_dir)
-    install_uvloop()
-    return asyncio.run(_supervise(static, base_dir, workers, metrics, metrics_dir, quickstart))
+            metrics = create_metrics(static.metrics.prometheus, multiprocess_dir=metrics_dir)
+        install_uvloop()
+        return asyncio.run(_supervise(static, base_dir, workers, metrics, metrics_dir, quickstart))
+    except (StartupError, ConfigError) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def _supervise(
@@ -180,11 +409,10 @@ async def _supervise(
     metrics_dir: Path,
     quickstart: bool,
 ) -> int:
-    from gateway.app import Gateway
+    from gateway.api.server import build_api_app
     from gateway.observer import Observer
-    from gateway.process import make_providers
+    from gateway.process import make_providers, start_api_server, start_quickstart_backend
 
-    supervisor = Supervisor(static, workers, metrics_dir)
     gateway = Gateway(
         static,
         providers=make_providers(static, base_dir),
@@ -192,37 +420,41 @@ async def _supervise(
         observer=Observer(metrics, None),
         serve=False,
     )
+    supervisor = Supervisor(static, workers, metrics_dir, on_fatal=gateway.stop)
     gateway.on_config.append(supervisor.broadcast)
     gateway.install_signal_handlers()
     backend = None
-    if quickstart:
-        from gateway.process import QUICKSTART_BACKEND
-        from gateway.whoami import serve_whoami
-
-        backend = await serve_whoami(*QUICKSTART_BACKEND, name="quickstart")
     runner = None
-    if static.api is not None:
-        from gateway.api.server import build_api_app, start_api
-        from gateway.api.state import GatewayState
-
-        runner = await start_api(
-            build_api_app(GatewayState(gateway), metrics=metrics, version=__version__),
-            static.api.address,
-        )
-    for index in range(workers):
-        supervisor.start_worker(index)
-    watcher = asyncio.get_running_loop().create_task(supervisor.watch())
+    running: asyncio.Task[None] | None = None
     try:
-        await gateway.run()
+        if quickstart:
+            backend = await start_quickstart_backend(static, base_dir)
+        if static.api is not None:
+            app = build_api_app(
+                SupervisorState(gateway, supervisor), metrics=metrics, version=__version__
+            )
+            runner = await start_api_server(static.api.address, app)
+        running = asyncio.get_running_loop().create_task(gateway.run())
+        # Workers start with the first verdict on the configuration, good or bad.
+        await _first(gateway.loaded.wait(), gateway.stopping.wait(), asyncio.shield(running))
+        if not gateway.stopping.is_set():
+            preflight(static)
+            for index in range(workers):
+                supervisor.start_worker(index)
+        await running
     finally:
-        watcher.cancel()
+        gateway.stop()
+        if running is not None and not running.done():
+            await asyncio.wait([running])
         grace = max(
             (ep.transport.life_cycle.grace_time_out for ep in static.entry_points.values()),
             default=10.0,
         )
-        await supervisor.stop(grace)
+        clean = await supervisor.stop(grace)
         if runner is not None:
             await runner.cleanup()
         if backend is not None:
             backend.close()
-    return 0
+    if supervisor.failure:
+        return 1
+    return 0 if clean else 1

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.http import wire
-from gateway.http.forwarded import forwarding_headers
+from gateway.http.forwarded import FORWARDED_NAMES, forwarding_headers
 from gateway.http.routing import RouterRuntime
 from gateway.http.upstream import ResponseConnection, UpstreamServer
 from middleware.contract import Headers, Request, Response
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 _BODY_BUFFER_LIMIT = 256 * 1024
+
+# Request fields never copied upstream as sent: hop-by-hop ones, framing and
+# Host (re-derived), and X-Forwarded-* (rebuilt from what the gateway trusts).
+_REQUEST_SKIP = wire.HOP_BY_HOP | FORWARDED_NAMES | {b"content-length", b"host"}
 
 
 # The exchange whose middleware chain is running; each chain runs in its own
@@ -67,6 +71,7 @@ class Exchange:
         "cookies",
         "tried",
         "body_buffer",
+        "buffered",
         "body_sent",
         "request_done",
         "request_complete",
@@ -113,6 +118,7 @@ class Exchange:
         self.cookies: list[bytes] | None = None
         self.tried: frozenset[UpstreamServer] = frozenset()
         self.body_buffer: list[bytes] = []
+        self.buffered = 0
         self.body_sent = False
         self.request_done = not has_body
         self.request_complete = False
@@ -220,17 +226,19 @@ class Exchange:
     def _send_request(self, conn: ResponseConnection) -> None:
         self.upstream = conn
         conn.attach(self, head_only=self.method == b"HEAD")
-        conn.write(self._request_head())
+        data = self._request_head()
         if self.body_buffer:
             self.body_sent = True
-            conn.write(b"".join(self.body_buffer))
+            data += b"".join(self.body_buffer)
             self.body_buffer.clear()
-        if self.request_complete and self.request_done is False:
-            self.request_done = True
-        if self.request_complete and self.has_body and self.body_sent is not None:
+            if self.buffered > _BODY_BUFFER_LIMIT:
+                self.client.set_reading(True)
+            self.buffered = 0
+        if self.request_complete and not self.request_done:
             if self.client.request_chunked:
-                conn.write(wire.LAST_CHUNK)
+                data += wire.LAST_CHUNK
             self.request_done = True
+        conn.write(data)
 
     def _request_head(self) -> bytes:
         request = self.request
@@ -244,14 +252,14 @@ class Exchange:
             target = server.base_path.encode("latin-1") + target
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
         host = b""
+        skip = _REQUEST_SKIP
         for name, value in raw:
             lname = name.lower()
-            if lname in wire.HOP_BY_HOP or lname in client.forwarded_names:
+            if lname in skip:
+                if lname == b"host":
+                    host = value
                 continue
             if drop and lname in drop:
-                continue
-            if lname == b"host":
-                host = value
                 continue
             parts += (name, b": ", value, b"\r\n")
         if not self.router.service.pass_host_header or not host:
@@ -286,13 +294,14 @@ class Exchange:
             conn.write(data)
         else:
             self.body_buffer.append(data)
-            if sum(map(len, self.body_buffer)) > _BODY_BUFFER_LIMIT:
-                self.client.pause_reading_for_body()
+            self.buffered += len(data)
+            if self.buffered > _BODY_BUFFER_LIMIT:
+                self.client.set_reading(False)
 
     def on_request_complete(self) -> None:
         self.request_complete = True
         conn = self.upstream
-        if conn is not None and self.has_body:
+        if conn is not None and not self.request_done:
             if self.client.request_chunked:
                 conn.write(wire.LAST_CHUNK)
             self.request_done = True

@@ -75,7 +75,9 @@ class HealthChecker:
         *,
         service: str,
         ssl_context: ssl.SSLContext | None = None,
+        initial_status: Mapping[HealthTarget, bool] | None = None,
     ) -> None:
+        """``initial_status`` carries states over a reload; targets not in it start up."""
         where = f"http.services.{service}.loadBalancer.healthCheck"
         if config.mode not in ("", "http"):
             raise ConfigError(
@@ -97,6 +99,9 @@ class HealthChecker:
         self._timeout = config.timeout if config.timeout > 0 else DEFAULT_TIMEOUT
         self._headers = _header_lines(config, f"{where}.headers")
         self._up: dict[HealthTarget, bool] = dict.fromkeys(targets, True)
+        for target, up in (initial_status or {}).items():
+            if target in self._up:
+                self._up[target] = up
         for target in self._up:
             try:
                 parts = urlsplit(target.url)
@@ -159,7 +164,8 @@ class HealthChecker:
                 status = await self._follow(target)
         except TimeoutError:
             return f"no response within {self._timeout:g}s"
-        except (OSError, _BadResponse) as exc:  # ssl.SSLError is an OSError
+        # ssl.SSLError is an OSError; ValueError covers a Location with a bad port.
+        except (OSError, ValueError, _BadResponse) as exc:
             return f"{type(exc).__name__}: {exc}"
         expected = self._config.status
         if expected and status != expected:

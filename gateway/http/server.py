@@ -7,9 +7,15 @@ and hands it to an ``Exchange``. Requests are answered strictly in order;
 pipelined requests wait in a short queue, and reading pauses while it is full.
 
 Refused input never reaches an upstream: the connection answers 400, 408,
-414 or 431 with ``Connection: close`` and closes. Timeouts are enforced by a
-sweep over the entry point's connections (``EntryPointRuntime.sweep``) rather
-than a timer per request, so the hot path only stores a deadline.
+414, 417, 431, 501 or 505 with ``Connection: close`` and closes. Requests
+complete before the refused one are answered first, in order; the refused
+one is never forwarded, not even its head when a bad first chunk arrives in
+the same read, because an exchange starts only once the bytes it came in
+with have all parsed. Timeouts are enforced by a sweep over the entry
+point's connections (``EntryPointRuntime.sweep``) rather than a timer per
+request, so the hot path only stores a deadline. A connection that never
+sends a byte is closed silently at the header deadline, as Go's server does,
+so no client can take an unsolicited 408 for the answer to its first request.
 """
 
 from __future__ import annotations
@@ -71,10 +77,15 @@ class ClientConnection(asyncio.Protocol):
         # Deadline of whatever the connection is waiting for, or 0.
         self.deadline = 0.0
         self.deadline_status = 0
+        # Status owed once the requests before a refused one are answered.
+        self.refusal = 0
         # Per-request parse state.
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.in_head = False
         self.head_bytes = 0
+        # Bytes of the head line httptools holds but has not reported yet.
+        self.line_pending = 0
         self.host_values: list[bytes] = []
         self.te_values: list[bytes] = []
         self.connection_values: list[bytes] = []
@@ -89,6 +100,8 @@ class ClientConnection(asyncio.Protocol):
         self.active: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.reading_exchange: Exchange | None = None
+        # Became active during the current feed_data call; begun after it.
+        self.starting: Exchange | None = None
         self.tunnel: ResponseConnection | None = None
         self.upgrading = False
 
@@ -111,7 +124,7 @@ class ClientConnection(asyncio.Protocol):
             self.scheme = "https"
             self.sni = self.entry.sni_names.get(ssl_object)
         self.deadline = self.opened + self.settings.read_header_timeout
-        self.deadline_status = 408
+        self.deadline_status = 0
         self.entry.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -131,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:
             tunnel.write(data)
             return
-        if self.closing:
+        if self.closing or self.refusal:
             return
         if self.upgrading:
             if self.active is not None:
@@ -151,6 +164,27 @@ class ClientConnection(asyncio.Protocol):
                 self.reject(500, "internal error")
         except httptools.HttpParserError as exc:
             self.reject(400, str(exc))
+        else:
+            if self.in_head:
+                self._check_unfinished_head(data)
+        starting = self.starting
+        if starting is not None:
+            self.starting = None
+            starting.begin()
+
+    def _check_unfinished_head(self, data: bytes) -> None:
+        """Bound the head line httptools buffers: it reports only complete fields.
+
+        The unreported line is what follows the last LF. When a new message
+        began inside ``data`` with no LF after its start, the count also takes
+        in the end of the previous body, so it can only err towards refusing.
+        """
+        lf = data.rfind(b"\n")
+        pending = len(data) - lf - 1 if lf >= 0 else self.line_pending + len(data)
+        self.line_pending = pending
+        # The target is limited by on_url; count the header lines only.
+        if self.head_bytes - len(self.url) + pending > self.settings.max_header_bytes:
+            self.reject(431, "request header fields too large")
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response: keep writing,
@@ -187,7 +221,9 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.in_head = True
         self.head_bytes = 0
+        self.line_pending = 0
         self.host_values = []
         self.te_values = []
         self.connection_values = []
@@ -199,6 +235,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
         if len(self.url) > self.settings.max_header_bytes:
             raise RejectRequest(414, "request target too long")
 
@@ -206,6 +243,10 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.settings.max_header_bytes:
             raise RejectRequest(431, "request header fields too large")
+        if not self.in_head:
+            # A trailer field (RFC 9110 6.5): dropped, never merged into the
+            # head that middleware saw and that may not have been sent yet.
+            return
         self.headers.append((name, value))
         lname = name.lower()
         if lname == b"host":
@@ -224,27 +265,35 @@ class ClientConnection(asyncio.Protocol):
             self.upgrade_value = value
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         parser = self.parser
         version = parser.get_http_version()
         self.http11 = version == "1.1"
-        if version not in ("1.1", "1.0"):
-            raise RejectRequest(505, "HTTP version not supported")
+        if not self.http11:
+            if version != "1.0":
+                raise RejectRequest(505, "HTTP version not supported")
+            # RFC 9110 10.1.1: ignored from HTTP/1.0, which must never see a 1xx.
+            self.expect_continue = False
         te = self.te_values
         self.request_chunked = bool(te)
-        if te and (not self.http11 or not wire.is_valid_chunked_te(te)):
-            raise RejectRequest(400, "unsupported transfer-encoding")
-        url = self.url
+        if te:
+            # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+            status = wire.transfer_coding_status(te) if self.http11 else 400
+            if status:
+                raise RejectRequest(status, "unsupported transfer-encoding")
         hosts = self.host_values
-        if url[:1] != b"/":
-            host = self._absolute_target(url)
-        elif len(hosts) == 1:
+        if len(hosts) == 1:
             host = hosts[0]
+            if not wire.is_valid_host(host):
+                raise RejectRequest(400, "invalid Host header")
         elif not hosts and not self.http11:
             host = b""
         else:
+            # RFC 9112 3.2, whatever the form of the target.
             raise RejectRequest(400, "missing or repeated Host header")
-        if len(hosts) > 1 or not wire.is_valid_host(host):
-            raise RejectRequest(400, "invalid Host header")
+        url = self.url
+        if url[:1] != b"/":
+            host = self._absolute_target(url)
         self.request_host = host
         self.connection_tokens = (
             wire.connection_tokens(self.connection_values) if self.connection_values else _NO_TOKENS
@@ -278,10 +327,22 @@ class ClientConnection(asyncio.Protocol):
             rest = url[8:]
         else:
             raise RejectRequest(400, "invalid request target")
-        authority, slash, path = rest.partition(b"/")
-        self.url = b"/" + path if slash else b"/"
+        end = len(rest)
+        for delimiter in (b"/", b"?", b"#"):
+            at = rest.find(delimiter)
+            if 0 <= at < end:
+                end = at
+        authority, target = rest[:end], rest[end:]
         if b"@" in authority:
             raise RejectRequest(400, "userinfo in request target")
+        # RFC 9110 4.2.1: an http(s) URI with an empty host is invalid.
+        if not wire.is_valid_host(authority) or not wire.split_host_port(authority)[0]:
+            raise RejectRequest(400, "invalid authority in request target")
+        self.url = target if target[:1] == b"/" else b"/" + target
+        # A proxy replaces Host with the target's authority (RFC 9112 3.2.2),
+        # so the upstream sees the host the request was routed by.
+        self.headers = [(n, v) for n, v in self.headers if n.lower() != b"host"]
+        self.headers.append((b"Host", authority))
         return authority
 
     def _dispatch(self, url: bytes, host: bytes, version: str) -> None:
@@ -330,7 +391,9 @@ class ClientConnection(asyncio.Protocol):
             self.reading_exchange = exchange
         if self.active is None:
             self.active = exchange
-            exchange.begin()
+            # Begun once feed_data returns: a parse error later in the same
+            # bytes (a bad first chunk) must cancel it before anything is sent.
+            self.starting = exchange
         else:
             self.queue.append(exchange)
             if len(self.queue) >= _MAX_PIPELINED:
@@ -352,6 +415,8 @@ class ClientConnection(asyncio.Protocol):
     def _begin_upgrade(self, rest: bytes) -> None:
         exchange = self.active
         if exchange is None or not exchange.upgrade or self.queue:
+            # Refuse the request that asked for it: the one dispatched last.
+            self.reading_exchange = self.queue[-1] if self.queue else exchange
             self.reject(400, "unexpected upgrade")
             return
         # Bytes after the head belong to the tunnel once it is up; if the
@@ -389,6 +454,9 @@ class ClientConnection(asyncio.Protocol):
             if not self.reading:
                 self.set_reading(True)
             nxt.begin()
+        elif self.refusal:
+            self.write(wire.simple_response(self.refusal, close=True))
+            self.close()
         elif self.reading_exchange is None:
             self._await_next()
 
@@ -404,17 +472,36 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)
 
     def reject(self, status: int, reason: str) -> None:
-        """Refuse malformed input: answer ``status``, close, forward nothing."""
+        """Refuse malformed input: answer ``status``, close, forward nothing.
+
+        The request being read when the input went wrong is cancelled; complete
+        requests pipelined before it are still answered, and the refusal
+        follows them (``exchange_done``).
+        """
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "entry point %s: %s from %s: %s", self.entry.name, status, self.client_ip, reason
             )
         self.entry.observe_local(b"", status)
-        if self.active is None or not self.active.head_sent:
-            if self.active is not None:
-                self.active.cancel()
+        self.deadline = 0.0
+        failing = self.reading_exchange
+        if failing is not None:
+            self.reading_exchange = None
+            if failing is self.starting:
+                self.starting = None
+            failing.cancel()
+            if failing.head_sent:
+                # Its response is under way: no room left for a status line.
+                self.close()
+                return
+            if failing is self.active:
                 self.active = None
-            self.write(wire.simple_response(status, close=True))
+            elif failing in self.queue:
+                self.queue.remove(failing)
+        if self.active is not None:
+            self.refusal = status
+            return
+        self.write(wire.simple_response(status, close=True))
         self.close()
 
     def close(self) -> None:
@@ -453,7 +540,7 @@ class ClientConnection(asyncio.Protocol):
     def expire(self, now: float) -> None:
         """Called by the sweep when ``deadline`` has passed."""
         status = self.deadline_status
-        if status and (self.active is None or not self.active.head_sent):
+        if status:
             self.reject(status, "timeout")
         else:
             self.close()

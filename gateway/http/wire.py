@@ -98,14 +98,26 @@ def simple_response(
     return b"".join(parts)
 
 
-def is_valid_chunked_te(values: list[bytes]) -> bool:
-    """Accept only ``Transfer-Encoding: chunked``, exactly once.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
-    Sluice forwards no other transfer coding: anything else (``gzip,
-    chunked``, ``xchunked``, a doubled header) is an attempt at confusing the
-    framing somewhere along the path, and is refused (RFC 9112 6.1).
+
+def transfer_coding_status(values: list[bytes]) -> int:
+    """0 when a request's ``Transfer-Encoding`` is exactly ``chunked``, else the refusal.
+
+    Field lines combine into one list (RFC 9110 5.3). Unless ``chunked`` is
+    the final coding, applied once, the body length cannot be known and the
+    answer must be 400 (RFC 9112 6.3). A well-framed list with other codings
+    before ``chunked`` is refused with 501 (RFC 9112 6.1): Sluice re-frames
+    bodies and cannot carry another coding through.
     """
-    return len(values) == 1 and values[0].strip().lower() == b"chunked"
+    if len(values) == 1 and values[0].lower() == b"chunked":
+        return 0
+    codings = [c.strip(b" \t").lower() for value in values for c in value.split(b",")]
+    if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+        return 400
+    if not all(c and _TCHAR.issuperset(c) for c in codings):
+        return 400
+    return 501 if len(codings) > 1 else 0
 
 
 def split_host_port(host: bytes) -> tuple[str, str]:

@@ -200,6 +200,7 @@ def redirects(target: str) -> tuple[int, str]:
         "/final": (503, ""),
         "/loop": (307, "Location: /loop\r\n"),
         "/away": (302, "Location: http://127.0.0.2:1/elsewhere\r\n"),
+        "/broken": (302, "Location: http://127.0.0.1:99999/\r\n"),
     }
     return routes[target]
 
@@ -211,8 +212,15 @@ def redirects(target: str) -> tuple[int, str]:
         ("/", False, True, ["/"]),
         ("/loop", True, False, ["/loop"] * 11),
         ("/away", True, True, ["/away"]),
+        ("/broken", True, False, ["/broken"]),
     ],
-    ids=["followed-to-503", "not-followed", "loop-gives-up", "other-server-not-followed"],
+    ids=[
+        "followed-to-503",
+        "not-followed",
+        "loop-gives-up",
+        "other-server-not-followed",
+        "invalid-location",
+    ],
 )
 async def test_redirects(
     backend: Backend, path: str, follow: bool, healthy: bool, targets: list[str]
@@ -338,6 +346,29 @@ async def test_unhealthy_interval_paces_down_servers(backend: Backend) -> None:
         await backend.wait_requests(3)
         backend.status = 200
         assert await changes.get() is True
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_initial_status_carries_over(backend: Backend) -> None:
+    """A target seeded as down reports its recovery; an unseeded one starts up."""
+    changes: asyncio.Queue[tuple[HealthTarget, bool]] = asyncio.Queue()
+    seeded, fresh = HealthTarget(backend.url), HealthTarget(backend.url + "/other")
+    hc = HealthChecker(
+        HealthCheck(interval=0.005),
+        [seeded, fresh],
+        lambda t, up: changes.put_nowait((t, up)),
+        service="svc",
+        initial_status={seeded: False},
+    )
+    assert dict(hc.status) == {seeded: False, fresh: True}
+    task = asyncio.create_task(hc.run())
+    try:
+        assert await changes.get() == (seeded, True)
+        await backend.wait_requests(len(backend.requests) + 4)
+        assert changes.empty()
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,535 @@
+"""End-to-end behaviour of the HTTP/1.1 data path through a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.backends import RecordingBackend, Seen, get, http_request, read_reply
+from tests.harness import start_gateway
+
+
+def one_router(url: str, *, rule: str = "Host(`app.test`)", extra_lb: str = "") -> str:
+    return f"""
+http:
+  routers:
+    app:
+      rule: {rule}
+      service: app
+  services:
+    app:
+      loadBalancer:
+        servers:
+          - url: {url}
+{extra_lb}
+"""
+
+
+@pytest.fixture
+async def backend():
+    b = await RecordingBackend().start()
+    yield b
+    await b.close()
+
+
+async def test_forwards_request_and_sets_forwarded_headers(tmp_path, backend):
+    """A routed request reaches the backend with Host kept and X-Forwarded-* set."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reply = await http_request(gw.port(), get("app.test", "/a/b?q=1", "X-Forwarded-For: 6.6.6.6\r\n"))
+        assert reply.status == 200
+        seen = backend.requests[-1]
+        assert seen.target == "/a/b?q=1"
+        assert seen.header("host") == "app.test"
+        assert seen.header("x-forwarded-for") == "127.0.0.1"  # untrusted client: replaced
+        assert seen.header("x-forwarded-proto") == "http"
+        assert seen.header("x-forwarded-host") == "app.test"
+        assert seen.header("x-forwarded-port") == str(gw.port())
+        assert seen.header("x-real-ip") == "127.0.0.1"
+    finally:
+        await gw.stop()
+
+
+async def test_trusted_client_forwarded_headers_kept(tmp_path, backend):
+    """From a trustedIPs source, X-Forwarded-For is appended to, not replaced."""
+    static = f"""
+entryPoints:
+  web:
+    address: "127.0.0.1:0"
+    forwardedHeaders:
+      trustedIPs: ["127.0.0.0/8"]
+providers:
+  file:
+    filename: dynamic.yml
+"""
+    gw = await start_gateway(tmp_path, one_router(backend.url), static=static)
+    try:
+        extra = "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
+        reply = await http_request(gw.port(), get("app.test", "/", extra))
+        assert reply.status == 200
+        seen = backend.requests[-1]
+        assert seen.header("x-forwarded-for") == "203.0.113.7, 127.0.0.1"
+        assert seen.header("x-forwarded-proto") == "https"
+    finally:
+        await gw.stop()
+
+
+async def test_no_router_is_404(tmp_path, backend):
+    """A host no router matches gets 404 and nothing is forwarded."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reply = await http_request(gw.port(), get("other.test"))
+        assert reply.status == 404
+        assert backend.requests == []
+    finally:
+        await gw.stop()
+
+
+async def test_service_without_servers_is_503(tmp_path):
+    """A load balancer with no server answers 503."""
+    dynamic = """
+http:
+  routers:
+    app: {rule: "Host(`app.test`)", service: app}
+  services:
+    app:
+      loadBalancer:
+        servers: []
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        assert (await http_request(gw.port(), get("app.test"))).status == 503
+    finally:
+        await gw.stop()
+
+
+async def _closed_port() -> int:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    return int(port)
+
+
+async def test_refused_backend_is_502(tmp_path):
+    """When every server refuses connections the client gets 502."""
+    port = await _closed_port()
+    gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
+    try:
+        assert (await http_request(gw.port(), get("app.test"))).status == 502
+    finally:
+        await gw.stop()
+
+
+async def test_dead_server_costs_no_request(tmp_path, backend):
+    """A refusing server is taken out at once and its requests go to the live one."""
+    port = await _closed_port()
+    dynamic = f"""
+http:
+  routers:
+    app: {{rule: "Host(`app.test`)", service: app}}
+  services:
+    app:
+      loadBalancer:
+        servers:
+          - url: http://127.0.0.1:{port}
+          - url: {backend.url}
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        statuses = [(await http_request(gw.port(), get("app.test"))).status for _ in range(20)]
+        assert statuses == [200] * 20
+        assert len(backend.requests) == 20
+    finally:
+        await gw.stop()
+
+
+async def test_keep_alive_reuses_upstream_connection(tmp_path, backend):
+    """Ten requests on one client connection use one pooled upstream connection."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        for i in range(10):
+            writer.write(get("app.test", f"/{i}"))
+            reply = await read_reply(reader)
+            assert reply.status == 200
+            assert reply.json()["target"] == f"/{i}"
+        writer.close()
+        assert backend.connections == 1
+        assert len(backend.requests) == 10
+    finally:
+        await gw.stop()
+
+
+async def test_pipelined_requests_answered_in_order(tmp_path, backend):
+    """Requests pipelined in one write are answered in order."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(b"".join(get("app.test", f"/{i}") for i in range(5)))
+        targets = [(await read_reply(reader)).json()["target"] for _ in range(5)]
+        assert targets == [f"/{i}" for i in range(5)]
+        writer.close()
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.parametrize("size", [0, 1, 70_000, 3_000_000], ids=["empty", "one", "70k", "3M"])
+async def test_content_length_body_streamed(tmp_path, backend, size):
+    """A Content-Length request body arrives intact."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        body = bytes(i % 251 for i in range(size))
+        head = f"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: {size}\r\n\r\n".encode()
+        reply = await http_request(gw.port(), head + body)
+        assert reply.status == 200
+        assert reply.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        seen = backend.requests[-1]
+        assert seen.header("content-length") == str(size) or size == 0
+    finally:
+        await gw.stop()
+
+
+async def test_chunked_request_body_streamed(tmp_path, backend):
+    """A chunked request body is forwarded chunked and arrives intact."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(b"POST /c HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        parts = [b"hello ", b"chunked ", b"world" * 1000]
+        for part in parts:
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        reply = await read_reply(reader)
+        assert reply.status == 200
+        assert reply.json()["body_sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
+        assert backend.requests[-1].header("transfer-encoding") == "chunked"
+        writer.close()
+    finally:
+        await gw.stop()
+
+
+async def test_large_responses_streamed(tmp_path):
+    """Large chunked and fixed-length responses come back byte for byte."""
+    from gateway.whoami import serve_whoami
+
+    server = await serve_whoami("127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for size in (10, 100_000, 5_000_000):
+                url = f"http://127.0.0.1:{gw.port()}/data?size={size}"
+                async with session.get(url, headers={"Host": "app.test"}) as resp:
+                    body = await resp.read()
+                    assert resp.status == 200
+                    assert len(body) == size
+    finally:
+        await gw.stop()
+        server.close()
+
+
+async def test_expect_100_continue(tmp_path):
+    """A client that sends Expect: 100-continue gets the interim answer, then the final one."""
+    from gateway.whoami import serve_whoami
+
+    server = await serve_whoami("127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        line = await asyncio.wait_for(reader.readline(), 5)
+        assert line == b"HTTP/1.1 100 Continue\r\n"
+        assert await reader.readline() == b"\r\n"
+        writer.write(b"hello")
+        reply = await read_reply(reader)
+        assert reply.status == 200
+        assert reply.json()["body_bytes"] == 5
+        writer.close()
+    finally:
+        await gw.stop()
+        server.close()
+
+
+async def test_hop_by_hop_headers_not_forwarded(tmp_path, backend):
+    """Connection, Keep-Alive, TE and fields named in Connection stop at the gateway."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        extra = ("Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+                 "TE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Kept: yes\r\n")
+        assert (await http_request(gw.port(), get("app.test", "/", extra))).status == 200
+        names = backend.requests[-1].header_names()
+        assert "x-kept" in names
+        assert not names & {"connection", "x-secret", "keep-alive", "te", "proxy-authorization"}
+    finally:
+        await gw.stop()
+
+
+async def test_hop_by_hop_response_headers_removed(tmp_path):
+    """Fields the upstream names in its Connection header do not reach the client."""
+    body = b"ok"
+    backend = await RecordingBackend(
+        lambda seen: b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\n"
+        b"X-Public: 1\r\nContent-Length: 2\r\n\r\n" + body
+    ).start()
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reply = await http_request(gw.port(), get("app.test"))
+        assert reply.status == 200 and reply.body == body
+        assert reply.header("x-public") == "1"
+        assert reply.header("x-internal") is None
+    finally:
+        await gw.stop()
+        await backend.close()
+
+
+async def test_head_request_has_no_body(tmp_path, backend):
+    """HEAD is forwarded and the connection stays usable afterwards."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(b"HEAD / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        reply = await read_reply(reader, head_only=True)
+        assert reply.status == 200
+        assert reply.header("content-length") not in (None, "0")
+        writer.write(get("app.test", "/after"))
+        assert (await read_reply(reader)).json()["target"] == "/after"
+        writer.close()
+        assert backend.connections == 1
+    finally:
+        await gw.stop()
+
+
+async def test_pass_host_header_false_uses_server_host(tmp_path, backend):
+    """passHostHeader: false sends the server's own host:port upstream."""
+    gw = await start_gateway(tmp_path, one_router(backend.url, extra_lb="        passHostHeader: false\n"))
+    try:
+        assert (await http_request(gw.port(), get("app.test"))).status == 200
+        assert backend.requests[-1].header("host") == f"127.0.0.1:{backend.port}"
+    finally:
+        await gw.stop()
+
+
+async def test_response_header_timeout_is_504(tmp_path):
+    """An upstream slower than responseHeaderTimeout yields 504."""
+    async def slow(seen: Seen) -> bytes:
+        await asyncio.sleep(5)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    backend = await RecordingBackend(slow).start()
+    dynamic = one_router(backend.url, extra_lb="        serversTransport: fast\n") + """
+  serversTransports:
+    fast:
+      forwardingTimeouts:
+        responseHeaderTimeout: 500ms
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        reply = await asyncio.wait_for(http_request(gw.port(), get("app.test")), 3)
+        assert reply.status == 504
+    finally:
+        await gw.stop()
+        await backend.close()
+
+
+async def test_weighted_service_and_sticky_cookie(tmp_path):
+    """Weighted services split 3:1, and a sticky cookie pins a client to one server."""
+    a = await RecordingBackend().start()
+    b = await RecordingBackend().start()
+    dynamic = f"""
+http:
+  routers:
+    app: {{rule: "Host(`app.test`)", service: split}}
+    sticky: {{rule: "Host(`sticky.test`)", service: pinned}}
+  services:
+    split:
+      weighted:
+        services:
+          - {{name: a, weight: 3}}
+          - {{name: b, weight: 1}}
+    a:
+      loadBalancer: {{servers: [{{url: "{a.url}"}}]}}
+    b:
+      loadBalancer: {{servers: [{{url: "{b.url}"}}]}}
+    pinned:
+      loadBalancer:
+        sticky: {{cookie: {{name: lb, httpOnly: true}}}}
+        servers: [{{url: "{a.url}"}}, {{url: "{b.url}"}}]
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        for _ in range(40):
+            assert (await http_request(gw.port(), get("app.test"))).status == 200
+        assert (len(a.requests), len(b.requests)) == (30, 10)
+        first = await http_request(gw.port(), get("sticky.test"))
+        cookie = first.header("set-cookie")
+        assert cookie is not None and cookie.startswith("lb=") and "HttpOnly" in cookie
+        value = cookie.split(";")[0]
+        before = (len(a.requests), len(b.requests))
+        for _ in range(6):
+            r = await http_request(gw.port(), get("sticky.test", "/", f"Cookie: {value}\r\n"))
+            assert r.status == 200 and r.header("set-cookie") is None
+        after = (len(a.requests) - before[0], len(b.requests) - before[1])
+        assert sorted(after) == [0, 6]
+    finally:
+        await gw.stop()
+        await a.close()
+        await b.close()
+
+
+async def test_middleware_chain_runs_in_router_order(tmp_path, backend):
+    """A router's middlewares run in its list order, request and response side."""
+    dynamic = f"""
+http:
+  routers:
+    app:
+      rule: Host(`app.test`)
+      service: app
+      middlewares: [first, second]
+  middlewares:
+    first:
+      headers:
+        customRequestHeaders: {{X-Order: first, X-Drop: ""}}
+        customResponseHeaders: {{X-Resp: first}}
+    second:
+      headers:
+        customRequestHeaders: {{X-Order: second}}
+        customResponseHeaders: {{X-Resp: second}}
+  services:
+    app:
+      loadBalancer:
+        servers: [{{url: "{backend.url}"}}]
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        reply = await http_request(gw.port(), get("app.test", "/", "X-Drop: 1\r\n"))
+        assert reply.status == 200
+        seen = backend.requests[-1]
+        assert seen.header("x-order") == "second"
+        assert seen.header("x-drop") is None
+        # The outer middleware sees the response last.
+        assert reply.header("x-resp") == "first"
+    finally:
+        await gw.stop()
+
+
+async def test_websocket_upgrade_is_tunnelled(tmp_path):
+    """A WebSocket upgrade is passed through and frames flow both ways."""
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"http://127.0.0.1:{gw.port()}/ws",
+                                          headers={"Host": "app.test"}) as ws:
+                for text in ("one", "two", "x" * 100_000):
+                    await ws.send_str(text)
+                    msg = await asyncio.wait_for(ws.receive(), 5)
+                    assert msg.data == "echo:" + text
+    finally:
+        await gw.stop()
+        await runner.cleanup()
+
+
+async def test_backend_recovers_after_restart(tmp_path):
+    """A backend that goes away gives 502, and traffic flows again once it is back."""
+    backend = await RecordingBackend().start()
+    port = backend.port
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        assert (await http_request(gw.port(), get("app.test"))).status == 200
+        await backend.close()
+        assert (await http_request(gw.port(), get("app.test"))).status == 502
+        revived = RecordingBackend()
+        loop = asyncio.get_running_loop()
+        from tests.backends import _Conn
+
+        revived.server = await loop.create_server(lambda: _Conn(revived), "127.0.0.1", port)
+        # Passive ejection lasts a few seconds; the gateway must recover by itself.
+        deadline = loop.time() + 10
+        status = 0
+        while loop.time() < deadline:
+            status = (await http_request(gw.port(), get("app.test"))).status
+            if status == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 200
+        await revived.close()
+    finally:
+        await gw.stop()
+
+
+async def test_reload_under_load_loses_no_request(tmp_path, backend):
+    """Reloading the configuration while requests flow fails none of them."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    stop = asyncio.Event()
+    results: list[int] = []
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        while not stop.is_set():
+            writer.write(get("app.test"))
+            results.append((await read_reply(reader)).status)
+        writer.close()
+
+    async def fresh_client() -> None:
+        while not stop.is_set():
+            results.append((await http_request(gw.port(), get("app.test"))).status)
+
+    try:
+        tasks = [asyncio.create_task(client()) for _ in range(4)]
+        tasks += [asyncio.create_task(fresh_client()) for _ in range(2)]
+        for i in range(5):
+            text = one_router(backend.url) + f"""
+    extra{i}:
+      loadBalancer:
+        servers: [{{url: "{backend.url}"}}]
+"""
+            text = text.replace("  services:\n", f"    r{i}: {{rule: \"Host(`r{i}.test`)\", service: extra{i}}}\n  services:\n", 1)
+            await gw.reload(text)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert len(results) > 50
+        assert set(results) == {200}
+        assert gw.gateway.compiler.generation == 6
+    finally:
+        stop.set()
+        await gw.stop()
+
+
+async def test_invalid_reload_keeps_last_good_configuration(tmp_path, backend):
+    """A bad rule is rejected with file, line and key; the old routes keep serving."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        errors = await gw.reload(one_router(backend.url, rule="Host(`app.test`"), expect_ok=False)
+        text = str(errors[0])  # type: ignore[index]
+        assert "dynamic.yml:5" in text
+        assert "http.routers.app@file.rule" in text
+        assert "column" in text
+        assert (await http_request(gw.port(), get("app.test"))).status == 200
+        errors = await gw.reload(one_router(backend.url).replace("service: app", "service: nope"),
+                                 expect_ok=False)
+        assert "nope" in str(errors[0])  # type: ignore[index]
+        assert (await http_request(gw.port(), get("app.test"))).status == 200
+    finally:
+        await gw.stop()
