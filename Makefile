@@ -64,7 +64,7 @@ lint: setup
 
 bench: setup
 	@$(PY) -m pip install -q -e '.[bench]' 2>&1 | grep -v '^WARNING' || true
-	$(PY) bench/http.py
+	$(PY) bench/http.py; s=$$?; $(PY) bench/scale.py || s=1; exit $$s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

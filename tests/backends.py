@@ -57,6 +57,7 @@ class _Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.backend.transports.append(transport)  # type: ignore[arg-type]
         self.backend.connections += 1
         self.index = self.backend.connections
 
@@ -105,6 +106,7 @@ class RecordingBackend:
     requests: list[Seen] = field(default_factory=list)
     connections: int = 0
     server: asyncio.Server | None = None
+    transports: list[asyncio.Transport] = field(default_factory=list)
 
     async def start(self) -> RecordingBackend:
         loop = asyncio.get_running_loop()
@@ -121,8 +123,11 @@ class RecordingBackend:
         return f"http://127.0.0.1:{self.port}"
 
     async def close(self) -> None:
+        """Stop listening and drop every open connection, as a dying server would."""
         if self.server is not None:
             self.server.close()
+            for transport in self.transports:
+                transport.close()
             await self.server.wait_closed()
 
 

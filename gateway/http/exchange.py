@@ -71,11 +71,13 @@ class Exchange:
         "cookies",
         "tried",
         "body_buffer",
+        "out",
         "buffered",
         "body_sent",
         "request_done",
         "request_complete",
         "response_started",
+        "response_complete",
         "head_sent",
         "chunked_out",
         "until_close",
@@ -118,11 +120,13 @@ class Exchange:
         self.cookies: list[bytes] | None = None
         self.tried: frozenset[UpstreamServer] = frozenset()
         self.body_buffer: list[bytes] = []
+        self.out: list[bytes] = []
         self.buffered = 0
         self.body_sent = False
         self.request_done = not has_body
         self.request_complete = False
         self.response_started = False
+        self.response_complete = False
         self.head_sent = False
         self.chunked_out = False
         self.until_close = False
@@ -167,8 +171,10 @@ class Exchange:
             pending, self.pending_body = self.pending_body, None
             for data in pending or ():
                 self._relay_body(data)
-            if self.response_started and self.upstream is None and not self.finished:
+            if self.response_complete:
                 self._finish_response()
+            else:
+                self.flush()
         else:
             self.respond(response)
 
@@ -374,7 +380,9 @@ class Exchange:
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         self.head_sent = True
-        client.write(b"".join(parts))
+        # Held until the end of the upstream read that carried it, so a small
+        # response leaves in one write (one syscall) with its body.
+        self.out.append(b"".join(parts))
 
     def on_response_body(self, data: bytes) -> None:
         if not self.head_sent:
@@ -385,9 +393,17 @@ class Exchange:
 
     def _relay_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.client.write(wire.chunk(data) if self.chunked_out else data)
+        self.out.append(wire.chunk(data) if self.chunked_out else data)
+
+    def flush(self) -> None:
+        """Write what this read produced for the client, in one call."""
+        out = self.out
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def on_response_complete(self) -> None:
+        self.response_complete = True
         conn = self.upstream
         self.upstream = None
         if conn is not None and self.server is not None:
@@ -401,7 +417,8 @@ class Exchange:
 
     def _finish_response(self) -> None:
         if self.chunked_out:
-            self.client.write(wire.LAST_CHUNK)
+            self.out.append(wire.LAST_CHUNK)
+        self.flush()
         self.finished = True
         self.client.exchange_done(self, self.keep_alive)
 

@@ -47,6 +47,7 @@ class ResponseSink(Protocol):
     def on_upgraded(self, data: bytes) -> None: ...
     def on_upstream_lost(self, exc: BaseException | None, response_started: bool) -> None: ...
     def on_upstream_writable(self, writable: bool) -> None: ...
+    def flush(self) -> None: ...
 
 
 class UpstreamServer:
@@ -274,6 +275,7 @@ class ResponseConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            sink.flush()
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self.upgraded = True
