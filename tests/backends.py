@@ -41,11 +41,18 @@ Responder = Callable[[Seen], Awaitable[bytes] | bytes]
 
 def default_response(seen: Seen) -> bytes:
     body = json.dumps(
-        {"method": seen.method, "target": seen.target, "headers": seen.headers,
-         "body_sha256": hashlib.sha256(seen.body).hexdigest(), "body_len": len(seen.body)}
+        {
+            "method": seen.method,
+            "target": seen.target,
+            "headers": seen.headers,
+            "body_sha256": hashlib.sha256(seen.body).hexdigest(),
+            "body_len": len(seen.body),
+        }
     ).encode()
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-        len(body), body)
+        len(body),
+        body,
+    )
 
 
 class _Conn(asyncio.Protocol):
@@ -83,14 +90,20 @@ class _Conn(asyncio.Protocol):
         self.body += body
 
     def on_message_complete(self) -> None:
-        seen = Seen(self.parser.get_method().decode(), self.url.decode("latin-1"), self.headers,
-                    bytes(self.body), self.index)
+        seen = Seen(
+            self.parser.get_method().decode(),
+            self.url.decode("latin-1"),
+            self.headers,
+            bytes(self.body),
+            self.index,
+        )
         self.backend.requests.append(seen)
         result = self.backend.responder(seen)
         if isinstance(result, bytes):
             self._send(result)
         else:
-            asyncio.ensure_future(self._later(result))
+            self.backend.pending.add(task := asyncio.ensure_future(self._later(result)))
+            task.add_done_callback(self.backend.pending.discard)
 
     async def _later(self, result: Awaitable[bytes]) -> None:
         self._send(await result)
@@ -107,6 +120,7 @@ class RecordingBackend:
     connections: int = 0
     server: asyncio.Server | None = None
     transports: list[asyncio.Transport] = field(default_factory=list)
+    pending: set[asyncio.Future[None]] = field(default_factory=set)
 
     async def start(self) -> RecordingBackend:
         loop = asyncio.get_running_loop()
@@ -147,8 +161,9 @@ class Reply:
         return json.loads(self.body)  # type: ignore[no-any-return]
 
 
-async def read_reply(reader: asyncio.StreamReader, *, head_only: bool = False,
-                     timeout: float = 10) -> Reply:
+async def read_reply(
+    reader: asyncio.StreamReader, *, head_only: bool = False, timeout: float = 10
+) -> Reply:
     """Read exactly one response from ``reader`` (skipping 1xx interim ones).
 
     Reads no further than the response's own framing, so pipelined replies

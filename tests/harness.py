@@ -51,22 +51,30 @@ async def start_gateway(
     static: str = "",
     entry_points: tuple[str, ...] = ("web",),
     metrics: object | None = None,
+    registry: object | None = None,
+    access_log: object | None = None,
 ) -> RunningGateway:
     """A gateway serving ``dynamic`` on fresh 127.0.0.1 ports."""
     dyn = tmp_path / "dynamic.yml"
     dyn.write_text(dynamic)
-    eps = "".join(f"  {name}:\n    address: \"127.0.0.1:0\"\n" for name in entry_points)
+    eps = "".join(f'  {name}:\n    address: "127.0.0.1:0"\n' for name in entry_points)
     text = static or f"entryPoints:\n{eps}providers:\n  file:\n    filename: dynamic.yml\n"
     (tmp_path / "sluice.yml").write_text(text)
     static_config = parse_static(text, str(tmp_path / "sluice.yml"))
-    gateway = Gateway(static_config, providers=make_providers(static_config, tmp_path),
-                      metrics=metrics, observer=Observer(metrics, None))  # type: ignore[arg-type]
+    gateway = Gateway(
+        static_config,
+        providers=make_providers(static_config, tmp_path),
+        metrics=metrics,
+        observer=Observer(metrics, access_log),  # type: ignore[arg-type]
+        registry=registry,
+    )  # type: ignore[arg-type]
     running = RunningGateway(gateway, dyn, asyncio.get_running_loop().create_task(gateway.run()))
     gateway.on_config.append(running.accepted.put_nowait)
     gateway.on_reject.append(lambda provider, errors: running.rejected.put_nowait(errors))
     waiter = asyncio.ensure_future(gateway.listening.wait())
-    done, _ = await asyncio.wait({waiter, running.task}, timeout=10,
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {waiter, running.task}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+    )
     if running.task in done:
         running.task.result()
     assert waiter in done, "gateway did not open its listeners"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 
 import aiohttp
 import pytest
@@ -41,7 +40,9 @@ async def test_forwards_request_and_sets_forwarded_headers(tmp_path, backend):
     """A routed request reaches the backend with Host kept and X-Forwarded-* set."""
     gw = await start_gateway(tmp_path, one_router(backend.url))
     try:
-        reply = await http_request(gw.port(), get("app.test", "/a/b?q=1", "X-Forwarded-For: 6.6.6.6\r\n"))
+        reply = await http_request(
+            gw.port(), get("app.test", "/a/b?q=1", "X-Forwarded-For: 6.6.6.6\r\n")
+        )
         assert reply.status == 200
         seen = backend.requests[-1]
         assert seen.target == "/a/b?q=1"
@@ -57,7 +58,7 @@ async def test_forwards_request_and_sets_forwarded_headers(tmp_path, backend):
 
 async def test_trusted_client_forwarded_headers_kept(tmp_path, backend):
     """From a trustedIPs source, X-Forwarded-For is appended to, not replaced."""
-    static = f"""
+    static = """
 entryPoints:
   web:
     address: "127.0.0.1:0"
@@ -244,8 +245,10 @@ async def test_expect_100_continue(tmp_path):
     gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
-        writer.write(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
-                     b"Expect: 100-continue\r\n\r\n")
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
         line = await asyncio.wait_for(reader.readline(), 5)
         assert line == b"HTTP/1.1 100 Continue\r\n"
         assert await reader.readline() == b"\r\n"
@@ -263,8 +266,10 @@ async def test_hop_by_hop_headers_not_forwarded(tmp_path, backend):
     """Connection, Keep-Alive, TE and fields named in Connection stop at the gateway."""
     gw = await start_gateway(tmp_path, one_router(backend.url))
     try:
-        extra = ("Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
-                 "TE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Kept: yes\r\n")
+        extra = (
+            "Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+            "TE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Kept: yes\r\n"
+        )
         assert (await http_request(gw.port(), get("app.test", "/", extra))).status == 200
         names = backend.requests[-1].header_names()
         assert "x-kept" in names
@@ -277,8 +282,10 @@ async def test_hop_by_hop_response_headers_removed(tmp_path):
     """Fields the upstream names in its Connection header do not reach the client."""
     body = b"ok"
     backend = await RecordingBackend(
-        lambda seen: b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\n"
-        b"X-Public: 1\r\nContent-Length: 2\r\n\r\n" + body
+        lambda seen: (
+            b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\n"
+            b"X-Public: 1\r\nContent-Length: 2\r\n\r\n" + body
+        )
     ).start()
     gw = await start_gateway(tmp_path, one_router(backend.url))
     try:
@@ -310,7 +317,9 @@ async def test_head_request_has_no_body(tmp_path, backend):
 
 async def test_pass_host_header_false_uses_server_host(tmp_path, backend):
     """passHostHeader: false sends the server's own host:port upstream."""
-    gw = await start_gateway(tmp_path, one_router(backend.url, extra_lb="        passHostHeader: false\n"))
+    gw = await start_gateway(
+        tmp_path, one_router(backend.url, extra_lb="        passHostHeader: false\n")
+    )
     try:
         assert (await http_request(gw.port(), get("app.test"))).status == 200
         assert backend.requests[-1].header("host") == f"127.0.0.1:{backend.port}"
@@ -320,17 +329,21 @@ async def test_pass_host_header_false_uses_server_host(tmp_path, backend):
 
 async def test_response_header_timeout_is_504(tmp_path):
     """An upstream slower than responseHeaderTimeout yields 504."""
+
     async def slow(seen: Seen) -> bytes:
         await asyncio.sleep(5)
         return b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
     backend = await RecordingBackend(slow).start()
-    dynamic = one_router(backend.url, extra_lb="        serversTransport: fast\n") + """
+    dynamic = (
+        one_router(backend.url, extra_lb="        serversTransport: fast\n")
+        + """
   serversTransports:
     fast:
       forwardingTimeouts:
         responseHeaderTimeout: 500ms
 """
+    )
     gw = await start_gateway(tmp_path, dynamic)
     try:
         reply = await asyncio.wait_for(http_request(gw.port(), get("app.test")), 3)
@@ -423,6 +436,7 @@ http:
 
 async def test_websocket_upgrade_is_tunnelled(tmp_path):
     """A WebSocket upgrade is passed through and frames flow both ways."""
+
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -439,13 +453,13 @@ async def test_websocket_upgrade_is_tunnelled(tmp_path):
     port = runner.addresses[0][1]
     gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"http://127.0.0.1:{gw.port()}/ws",
-                                          headers={"Host": "app.test"}) as ws:
-                for text in ("one", "two", "x" * 100_000):
-                    await ws.send_str(text)
-                    msg = await asyncio.wait_for(ws.receive(), 5)
-                    assert msg.data == "echo:" + text
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"http://127.0.0.1:{gw.port()}/ws", headers={"Host": "app.test"}
+        ) as ws:
+            for text in ("one", "two", "x" * 100_000):
+                await ws.send_str(text)
+                msg = await asyncio.wait_for(ws.receive(), 5)
+                assert msg.data == "echo:" + text
     finally:
         await gw.stop()
         await runner.cleanup()
@@ -500,12 +514,19 @@ async def test_reload_under_load_loses_no_request(tmp_path, backend):
         tasks = [asyncio.create_task(client()) for _ in range(4)]
         tasks += [asyncio.create_task(fresh_client()) for _ in range(2)]
         for i in range(5):
-            text = one_router(backend.url) + f"""
+            text = (
+                one_router(backend.url)
+                + f"""
     extra{i}:
       loadBalancer:
         servers: [{{url: "{backend.url}"}}]
 """
-            text = text.replace("  services:\n", f"    r{i}: {{rule: \"Host(`r{i}.test`)\", service: extra{i}}}\n  services:\n", 1)
+            )
+            text = text.replace(
+                "  services:\n",
+                f'    r{i}: {{rule: "Host(`r{i}.test`)", service: extra{i}}}\n  services:\n',
+                1,
+            )
             await gw.reload(text)
         stop.set()
         await asyncio.gather(*tasks)
@@ -527,8 +548,9 @@ async def test_invalid_reload_keeps_last_good_configuration(tmp_path, backend):
         assert "http.routers.app@file.rule" in text
         assert "column" in text
         assert (await http_request(gw.port(), get("app.test"))).status == 200
-        errors = await gw.reload(one_router(backend.url).replace("service: app", "service: nope"),
-                                 expect_ok=False)
+        errors = await gw.reload(
+            one_router(backend.url).replace("service: app", "service: nope"), expect_ok=False
+        )
         assert "nope" in str(errors[0])  # type: ignore[index]
         assert (await http_request(gw.port(), get("app.test"))).status == 200
     finally:
