@@ -111,6 +111,9 @@ class _Conn(asyncio.Protocol):
     def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            if self.backend.close_after_response:
+                # Close without saying so in the response, as an idle timeout would.
+                self.transport.close()
 
 
 @dataclass
@@ -121,6 +124,7 @@ class RecordingBackend:
     server: asyncio.Server | None = None
     transports: list[asyncio.Transport] = field(default_factory=list)
     pending: set[asyncio.Future[None]] = field(default_factory=set)
+    close_after_response: bool = False
 
     async def start(self) -> RecordingBackend:
         loop = asyncio.get_running_loop()

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 _BODY_BUFFER_LIMIT = 256 * 1024
 
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
 # Request fields never copied upstream as sent: hop-by-hop ones, framing and
 # Host (re-derived), and X-Forwarded-* (rebuilt from what the gateway trusts).
 _REQUEST_SKIP = wire.HOP_BY_HOP | FORWARDED_NAMES | {b"content-length", b"host"}
@@ -211,10 +213,12 @@ class Exchange:
             if self.finished:
                 return
             if isinstance(exc, asyncio.TimeoutError):
+                # As Go's reverse proxy (and so Traefik) does: a timeout is 504.
                 log.info("service %s: dial %s timed out", self.router.service.name, server.url)
+                self._retry_or_fail(504)
             else:
                 server.eject(str(exc) or type(exc).__name__)
-            self._retry_or_fail(502)
+                self._retry_or_fail(502)
             return
         if self.finished:
             server.pool.release(conn)
@@ -436,23 +440,24 @@ class Exchange:
             return
         if self.response_started:
             if self.until_close and exc is None and self.head_sent:
+                # A close-delimited body ends when the upstream closes.
                 self._finish_response()
                 return
+            # Mid-response: the client cannot be told otherwise.
             self.client.abort()
             self.finished = True
             return
         server = self.server
-        reused = conn is not None and conn.requests > 1
-        if not response_started and not self.body_sent and not reused and server is not None:
-            server.eject(str(exc) if exc else "connection closed")
-        if (not response_started and not self.body_sent and self.waiter is None) or (
-            not response_started and not self.body_sent
-        ):
-            if reused and server is not None:
-                # A stale keep-alive connection: try the same server afresh.
-                self.tried = self.tried - {server}
+        stale = conn is not None and conn.requests > 1 and not response_started
+        if stale and not self.body_sent and self.method in _IDEMPOTENT and server is not None:
+            # A pooled keep-alive connection the server had already closed:
+            # the request never reached it, so the same server may try again.
+            self.tried = self.tried - {server}
             self._retry_or_fail(502)
             return
+        if server is not None:
+            server.eject(str(exc) if exc else "connection closed before a response")
+        # The request reached the server: replaying it elsewhere could repeat it.
         self.fail(502)
 
     def on_upstream_writable(self, writable: bool) -> None:

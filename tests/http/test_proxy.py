@@ -555,3 +555,42 @@ async def test_invalid_reload_keeps_last_good_configuration(tmp_path, backend):
         assert (await http_request(gw.port(), get("app.test"))).status == 200
     finally:
         await gw.stop()
+
+
+async def test_stale_pooled_connection_is_retried_transparently(tmp_path):
+    """A keep-alive connection the server closed silently costs the client nothing."""
+    backend = await RecordingBackend(close_after_response=True).start()
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(get("app.test", "/1") + get("app.test", "/2") + get("app.test", "/3"))
+        targets = [(await read_reply(reader)).json()["target"] for _ in range(3)]
+        assert targets == ["/1", "/2", "/3"]
+        writer.close()
+    finally:
+        await gw.stop()
+        await backend.close()
+
+
+async def test_reset_after_request_is_502_and_not_replayed(tmp_path):
+    """A server that drops the connection after receiving a request gives 502, once."""
+
+    calls: list[str] = []
+    backend = await RecordingBackend().start()
+
+    async def hang_up(seen: Seen) -> bytes:
+        calls.append(seen.target)
+        for transport in backend.transports:
+            transport.abort()
+        return b""
+
+    backend.responder = hang_up
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reply = await http_request(gw.port(), b"POST /once HTTP/1.1\r\nHost: app.test\r\n"
+                                   b"Content-Length: 2\r\n\r\nhi")
+        assert reply.status == 502
+        assert calls == ["/once"]
+    finally:
+        await gw.stop()
+        await backend.close()
