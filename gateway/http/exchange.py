@@ -36,6 +36,24 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 _BODY_BUFFER_LIMIT = 256 * 1024
 
+_FORWARDED_BLOCKS: dict[tuple[bytes, bytes, bytes], tuple[bytes, bytes]] = {}
+
+
+def _forwarded_block(ip: bytes, port: bytes, proto: bytes) -> tuple[bytes, bytes]:
+    """The X-Forwarded-* block for an untrusted client, split around the host."""
+    if len(_FORWARDED_BLOCKS) > 10_000:
+        _FORWARDED_BLOCKS.clear()
+    lines = b"".join(
+        name + b": " + value + b"\r\n"
+        for name, value in forwarding_headers(
+            [], trusted=False, client_ip=ip, proto=proto, host=b"\0", port=port
+        )
+    )
+    before, _, after = lines.partition(b"\0")
+    _FORWARDED_BLOCKS[(ip, port, proto)] = (before, after)
+    return before, after
+
+
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 # Request fields never copied upstream as sent: hop-by-hop ones, framing and
@@ -275,15 +293,25 @@ class Exchange:
         if not self.router.service.pass_host_header or not host:
             host = server.host_header
         parts += (b"Host: ", host, b"\r\n")
-        for name, value in forwarding_headers(
-            raw,
-            trusted=client.trusted,
-            client_ip=client.client_ip_b,
-            proto=client.forwarded_proto(self.upgrade),
-            host=client.request_host,
-            port=client.entry.port,
-        ):
-            parts += (name, b": ", value, b"\r\n")
+        proto = client.forwarded_proto(self.upgrade)
+        if client.trusted:
+            for name, value in forwarding_headers(
+                raw,
+                trusted=True,
+                client_ip=client.client_ip_b,
+                proto=proto,
+                host=client.request_host,
+                port=client.entry.port,
+            ):
+                parts += (name, b": ", value, b"\r\n")
+        else:
+            # Untrusted clients (the common case) get the same block every
+            # time but for the host: build it once per (client, port, proto).
+            key = (client.client_ip_b, client.entry.port, proto)
+            around = _FORWARDED_BLOCKS.get(key)
+            if around is None:
+                around = _forwarded_block(*key)
+            parts += (around[0], client.request_host, around[1])
         if self.upgrade:
             parts.append(b"Connection: Upgrade\r\nUpgrade: " + client.upgrade_value + b"\r\n")
         if self.has_body:
