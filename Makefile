@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sluice-setup
 KREL := $(shell uname -r)
-APT_PACKAGES := python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2 nginx haproxy wrk openssl curl
+APT_PACKAGES := python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2 nginx haproxy wrk openssl curl
 
 .PHONY: setup system-packages kernel-headers bpffs run test lint bench clean
 

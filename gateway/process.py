@@ -40,9 +40,15 @@ class StartupError(Exception):
     """Serving could not start for a reason the operator can fix; ``str`` says which."""
 
 
-def setup_logging(static: StaticConfig) -> None:
+def setup_logging(static: StaticConfig, *, multiprocess: bool = False) -> None:
+    """Log at ``log.level`` to ``log.filePath`` or stderr.
+
+    With several processes each line names its process ("MainProcess" for
+    the supervisor, "sluice-worker-N"), or N workers' lines are indistinct.
+    """
     level: int = getattr(logging, static.log.level.upper(), logging.INFO)
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    who = " %(processName)s" if multiprocess else ""
+    fmt = f"%(asctime)s %(levelname)s{who} %(name)s: %(message)s"
     if static.log.file_path:
         logging.basicConfig(level=level, format=fmt, filename=static.log.file_path)
     else:
@@ -121,7 +127,7 @@ def run_process(
     static: StaticConfig, *, base_dir: Path, workers: int = 1, quickstart: bool = False
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
-    setup_logging(static)
+    setup_logging(static, multiprocess=workers > 1)
     if workers > 1:
         from gateway.workers import run_supervisor
 

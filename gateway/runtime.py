@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from gateway.config.dynamic import DynamicConfig, HealthCheck, HTTPService
 from gateway.config.errors import ConfigError
+from gateway.config.loader import collection_paused
 from gateway.config.rule import RuleSyntaxError
 from gateway.config.static import StaticConfig
 from gateway.http.balancer import Balancer, StickyCookie
@@ -73,6 +74,10 @@ class Compiler:
 
     def compile(self, config: DynamicConfig) -> Compiled:
         """Compile ``config``; raises ConfigError for what validation cannot see."""
+        with collection_paused():
+            return self._compile(config)
+
+    def _compile(self, config: DynamicConfig) -> Compiled:
         self.generation += 1
         old_servers = self.previous.servers if self.previous else {}
         servers: dict[tuple[str, str], UpstreamServer] = {}

@@ -93,7 +93,7 @@ def _worker_main(static: StaticConfig, conn: Connection, index: int, metrics_dir
     from gateway.metrics import create_metrics
     from gateway.process import install_uvloop, setup_logging
 
-    setup_logging(static)
+    setup_logging(static, multiprocess=True)
     install_uvloop()
     metrics = (
         create_metrics(static.metrics.prometheus, multiprocess_dir=Path(metrics_dir))
@@ -169,7 +169,8 @@ class WorkerHandle:
     exited: asyncio.Future[int]
     serving: bool = False
     generation: int = -1
-    restarts: int = 0
+    restarts: int = 0  # how many processes this slot had before this one
+    young_deaths: int = 0  # consecutive deaths sooner than STABLE_AFTER, for the backoff
 
 
 @dataclass
@@ -192,7 +193,7 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("spawn")
         self._restart_timers: dict[int, asyncio.TimerHandle] = {}
 
-    def start_worker(self, index: int, restarts: int = 0) -> None:
+    def start_worker(self, index: int, restarts: int = 0, young_deaths: int = 0) -> None:
         loop = asyncio.get_running_loop()
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(
@@ -210,6 +211,7 @@ class Supervisor:
             started=time.monotonic(),
             exited=loop.create_future(),
             restarts=restarts,
+            young_deaths=young_deaths,
         )
         self.handles[index] = handle
         loop.add_reader(parent.fileno(), self._on_message, handle)
@@ -271,12 +273,10 @@ class Supervisor:
             if self.on_fatal is not None:
                 self.on_fatal()
             return
-        lived = time.monotonic() - handle.started
-        restarts = handle.restarts + 1
-        if lived >= STABLE_AFTER:
-            restarts = 1
-        # The first death is restarted at once; a crash loop backs off.
-        delay = 0.0 if restarts == 1 else min(MAX_BACKOFF, 0.25 * 2 ** min(restarts, 10))
+        young = time.monotonic() - handle.started < STABLE_AFTER
+        young_deaths = handle.young_deaths + 1 if young else 0
+        # One early death is restarted at once; a crash loop backs off.
+        delay = 0.0 if young_deaths <= 1 else min(MAX_BACKOFF, 0.25 * 2 ** min(young_deaths, 10))
         log.error(
             "worker %d (pid %s) exited with status %s; restarting in %.1fs",
             handle.index,
@@ -285,13 +285,13 @@ class Supervisor:
             delay,
         )
         self._restart_timers[handle.index] = loop.call_later(
-            delay, self._restart, handle.index, restarts
+            delay, self._restart, handle.index, handle.restarts + 1, young_deaths
         )
 
-    def _restart(self, index: int, restarts: int) -> None:
+    def _restart(self, index: int, restarts: int, young_deaths: int) -> None:
         self._restart_timers.pop(index, None)
         if not self.stopping:
-            self.start_worker(index, restarts)
+            self.start_worker(index, restarts, young_deaths)
 
     def ready(self) -> tuple[bool, str]:
         serving = sum(1 for h in self.handles.values() if h.serving)

@@ -26,7 +26,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Union
 
 from gateway.config.dynamic import MiddlewareConfig
@@ -86,13 +86,18 @@ def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+# How one type is decoded: (decoder, node, key path, origin of the holding entry).
+Plan = Callable[["Decoder", Node, str, "Origin | None"], Any]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """One decodable field: attribute name, YAML key and resolved type."""
+    """One decodable field: attribute name, YAML key, resolved type and its plan."""
 
     name: str
     key: str
     type: Any
+    plan: Plan = dataclasses.field(compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,7 +121,8 @@ def class_spec(cls: type) -> ClassSpec:
         # Origins are recorded by the loader, never read from the file.
         if not f.init or _mentions(hints[f.name], Origin):
             continue
-        spec = FieldSpec(f.name, yaml_key(f), hints[f.name])
+        tp = hints[f.name]
+        spec = FieldSpec(f.name, yaml_key(f), tp, plan(tp))
         by_key[spec.key] = spec
         by_name[f.name] = spec
     return ClassSpec(
@@ -155,6 +161,58 @@ def is_model(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+@functools.cache
+def plan(tp: Any) -> Plan:
+    """How values of ``tp`` are decoded, worked out once per type.
+
+    Reading the type on every value (``get_origin``, unions, ``Annotated``)
+    cost more than decoding a 10,000-router file's values themselves.
+    """
+    if tp is Any:
+        return lambda d, node, path, where: d.raw(node, path)
+    inner = _unwrap_optional(tp)
+    if inner is not None:
+        return _optional(plan(inner), is_model(inner))
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *marks = typing.get_args(tp)
+        if DurationMarker in marks:
+            return lambda d, node, path, where: d.duration(node, path)
+        return plan(base)
+    if origin is tuple:
+        item = plan(typing.get_args(tp)[0])
+        return lambda d, node, path, where: d.sequence(item, node, path)
+    if origin in (Mapping, dict):
+        value_type = typing.get_args(tp)[1]
+        if value_type is Any:
+            return lambda d, node, path, where: d.raw_map(node, path)
+        value = plan(value_type)
+        return lambda d, node, path, where: d.named(value, node, path)
+    if tp is MiddlewareConfig:
+        return lambda d, node, path, where: d.middleware(node, path, where)
+    if is_model(tp):
+        return lambda d, node, path, where: d.model(tp, node, path, where)
+    if tp in (str, int, float, bool):
+        return lambda d, node, path, where: d.scalar(tp, node, path)
+
+    def unknown(d: Decoder, node: Node, path: str, where: Origin | None) -> Any:
+        raise TypeError(f"cannot decode {tp!r} at {path}")
+
+    return unknown
+
+
+def _optional(inner: Plan, of_model: bool) -> Plan:
+    def optional(d: Decoder, node: Node, path: str, where: Origin | None) -> Any:
+        if type(node) is Scalar:
+            if node.value is None:
+                return None
+            if node.flag and node.value is False and of_model:
+                return None
+        return inner(d, node, path, where)
+
+    return optional
+
+
 class Decoder:
     """Decodes one tree; records key-path origins into ``origins`` if given."""
 
@@ -167,36 +225,7 @@ class Decoder:
 
     def decode(self, tp: Any, node: Node, path: str, where: Origin | None) -> Any:
         """Decode ``node`` as ``tp``; ``where`` is the entry that holds it."""
-        if tp is Any:
-            return self.raw(node, path)
-        inner = _unwrap_optional(tp)
-        if inner is not None:
-            if is_null(node):
-                return None
-            if isinstance(node, Scalar) and node.flag and node.value is False and is_model(inner):
-                return None
-            return self.decode(inner, node, path, where)
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            base, *marks = typing.get_args(tp)
-            if DurationMarker in marks:
-                return self.duration(node, path)
-            return self.decode(base, node, path, where)
-        if origin is tuple:
-            return self.sequence(typing.get_args(tp)[0], node, path)
-        if origin in (Mapping, dict):
-            value_type = typing.get_args(tp)[1]
-            if value_type is Any:
-                self.expect_map(node, path)
-                return self.raw(node, path)
-            return self.named(value_type, node, path)
-        if tp is MiddlewareConfig:
-            return self.middleware(node, path, where)
-        if is_model(tp):
-            return self.model(tp, node, path, where)
-        if tp in (str, int, float, bool):
-            return self.scalar(tp, node, path)
-        raise TypeError(f"cannot decode {tp!r} at {path}")
+        return plan(tp)(self, node, path, where)
 
     # --- containers ---------------------------------------------------------
 
@@ -210,29 +239,32 @@ class Decoder:
         )
 
     def model(self, cls: type, node: Node, path: str, where: Origin | None) -> Any:
-        if isinstance(node, Scalar) and node.flag and node.value is True:
+        if type(node) is Scalar and node.flag and node.value is True:
             node = Map((), node.origin)  # "--api=true" switches a section on
-        mapping = self.expect_map(node, path)
+        mapping = node if type(node) is Map else self.expect_map(node, path)
         spec = class_spec(cls)
+        by_key = spec.by_key
+        origins = self.origins
         kwargs: dict[str, Any] = {}
         seen: dict[str, str] = {}
         for entry in mapping.entries:
-            found = spec.find(entry.key)
+            key = entry.key
+            found = by_key.get(key) or spec.by_lower.get(key.lower())
             if found is None:
-                hint = suggestion(entry.key, spec.by_key)
-                raise ConfigError(
-                    f'unknown key "{entry.key}"{hint}', origin=entry.origin, path=path
-                )
+                hint = suggestion(key, by_key)
+                raise ConfigError(f'unknown key "{key}"{hint}', origin=entry.origin, path=path)
             if found.key in seen:
                 raise ConfigError(
-                    f'"{entry.key}" repeats "{seen[found.key]}"', origin=entry.origin, path=path
+                    f'"{key}" repeats "{seen[found.key]}"', origin=entry.origin, path=path
                 )
-            seen[found.key] = entry.key
-            sub = join(path, found.key)
-            self.record(sub, entry.origin)
-            if is_null(entry.value):
+            seen[found.key] = key
+            sub = f"{path}.{found.key}" if path else found.key
+            value = entry.value
+            if origins is not None and entry.origin is not None:
+                origins.setdefault(sub, entry.origin)
+            if type(value) is Scalar and value.value is None:
                 continue
-            kwargs[found.name] = self.decode(found.type, entry.value, sub, entry.origin)
+            kwargs[found.name] = found.plan(self, value, sub, entry.origin)
         at = where or mapping.origin
         for required in spec.required:
             if required.name not in kwargs:
@@ -249,16 +281,18 @@ class Decoder:
                 raise ConfigError(problem, origin=at, path=path)
         return cls(**kwargs)
 
-    def named(self, value_type: Any, node: Node, path: str) -> Mapping[str, Any]:
-        mapping = self.expect_map(node, path)
+    def named(self, value: Plan, node: Node, path: str) -> Mapping[str, Any]:
+        mapping = node if type(node) is Map else self.expect_map(node, path)
+        origins = self.origins
         out: dict[str, Any] = {}
         for entry in mapping.entries:
-            sub = join(path, entry.key)
-            self.record(sub, entry.origin)
-            out[entry.key] = self.decode(value_type, entry.value, sub, entry.origin)
+            sub = f"{path}.{entry.key}" if path else entry.key
+            if origins is not None and entry.origin is not None:
+                origins.setdefault(sub, entry.origin)
+            out[entry.key] = value(self, entry.value, sub, entry.origin)
         return frozen_map(out)
 
-    def sequence(self, item_type: Any, node: Node, path: str) -> tuple[Any, ...]:
+    def sequence(self, item: Plan, node: Node, path: str) -> tuple[Any, ...]:
         if isinstance(node, Scalar) and node.flag and isinstance(node.value, str | int | float):
             # Command-line lists are comma-separated, as in Traefik's flags.
             parts = [p.strip() for p in node.text.split(",")]
@@ -271,11 +305,13 @@ class Decoder:
             raise ConfigError(
                 f"expected a list, got {describe(node)}", origin=node.origin, path=path
             )
+        origins = self.origins
         out = []
-        for index, item in enumerate(node.items):
+        for index, value in enumerate(node.items):
             sub = f"{path}[{index}]"
-            self.record(sub, item.origin)
-            out.append(self.decode(item_type, item, sub, item.origin))
+            if origins is not None and value.origin is not None:
+                origins.setdefault(sub, value.origin)
+            out.append(item(self, value, sub, value.origin))
         return tuple(out)
 
     def middleware(self, node: Node, path: str, where: Origin | None) -> MiddlewareConfig:
@@ -294,6 +330,10 @@ class Decoder:
         return MiddlewareConfig(
             kind=entry.key, options=self.raw(options, sub), origin=where or entry.origin
         )
+
+    def raw_map(self, node: Node, path: str) -> Any:
+        self.expect_map(node, path)
+        return self.raw(node, path)
 
     def raw(self, node: Node, path: str) -> Any:
         if self.origins is not None:

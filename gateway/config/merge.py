@@ -22,6 +22,7 @@ Origins follow their objects: ``http.routers.api.rule`` becomes
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -202,12 +203,24 @@ def _router_refs(router: HTTPRouter, ref: Callable[[str], str]) -> HTTPRouter:
     tls = router.tls
     if tls is not None and "@" in tls.options:
         tls = dataclasses.replace(tls, options=_bare(tls.options))
-    return dataclasses.replace(
+    return _replace(
         router,
         service=ref(router.service),
-        middlewares=tuple(ref(m) for m in router.middlewares),
+        middlewares=tuple(ref(m) for m in router.middlewares) if router.middlewares else (),
         tls=tls,
     )
+
+
+@functools.cache
+def _init_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def _replace(obj: T, **changes: Any) -> T:
+    """``dataclasses.replace`` without its per-call checks: it runs for every router."""
+    kwargs = {name: getattr(obj, name) for name in _init_fields(type(obj))}
+    kwargs.update(changes)
+    return type(obj)(**kwargs)
 
 
 def _service_refs(service: HTTPService, ref: Callable[[str], str]) -> HTTPService:
@@ -281,21 +294,37 @@ def _update(obj: Any, key: str, fix: Callable[[Any], Any]) -> Any:
 def _rekey(
     origins: Mapping[str, Origin], renamed: Mapping[str, Iterable[str]], provider: str
 ) -> dict[str, Origin]:
-    out: dict[str, Origin] = {}
-    names = {prefix: set(found) for prefix, found in renamed.items()}
-    for path, origin in origins.items():
-        out[_qualified_path(path, names, provider)] = origin
-    return out
+    sections: dict[str, tuple[set[str], bool]] = {}
+    for prefix, found in renamed.items():
+        names = set(found)
+        sections[prefix] = (names, any("." in n or "[" in n for n in names))
+    return {_qualified_path(path, sections, provider): origin for path, origin in origins.items()}
 
 
-def _qualified_path(path: str, names: Mapping[str, set[str]], provider: str) -> str:
-    for prefix, found in names.items():
-        if not path.startswith(prefix + "."):
-            continue
-        rest = path[len(prefix) + 1 :]
-        # Names may hold dots ("my.router"): take the longest name that fits.
-        cuts = [i for i, ch in enumerate(rest) if ch in ".["] + [len(rest)]
-        for cut in reversed(cuts):
-            if rest[:cut] in found:
-                return f"{prefix}.{rest[:cut]}@{provider}{rest[cut:]}"
+def _qualified_path(path: str, sections: Mapping[str, tuple[set[str], bool]], provider: str) -> str:
+    # Every renamed section is two keys deep ("http.routers", "tcp.services").
+    second = path.find(".", path.find(".") + 1)
+    section = sections.get(path[:second]) if second > 0 else None
+    if section is None:
+        return path
+    found, dotted = section
+    start = second + 1
+    if not dotted:
+        # No name holds "." or "[": the name ends at the first of them.
+        end = path.find(".", start)
+        bracket = path.find("[", start, end if end >= 0 else len(path))
+        if bracket >= 0:
+            end = bracket
+        if end < 0:
+            end = len(path)
+        if path[start:end] in found:
+            return f"{path[:end]}@{provider}{path[end:]}"
+        return path
+    rest = path[start:]
+    # Names may hold dots ("my.router"): take the longest name that fits.
+    cut = len(rest)
+    while cut >= 0:
+        if rest[:cut] in found:
+            return f"{path[:start]}{rest[:cut]}@{provider}{rest[cut:]}"
+        cut = max(rest.rfind(".", 0, cut), rest.rfind("[", 0, cut))
     return path

@@ -52,6 +52,7 @@ non-standard ``ruleSyntax: v2`` language is not parsed here.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -135,6 +136,10 @@ _TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOST_NAME = re.compile(r"(?:\*\*?\.)?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
+# Validation and the router table both parse every rule of a configuration,
+# and a reload re-parses rules that did not change; the ASTs are immutable, so
+# one parse per distinct rule text serves them all.
+@functools.lru_cache(maxsize=1 << 15)
 def parse(rule: str) -> Expr:
     """The AST of ``rule``; raises ``RuleSyntaxError``."""
     return _Parser(tokens(rule)).parse()

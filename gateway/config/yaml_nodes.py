@@ -27,6 +27,11 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
+try:
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML built without LibYAML
+    _CParser = None
+
 from gateway.config.errors import ConfigError, Origin
 from gateway.config.model import frozen_map
 
@@ -37,6 +42,14 @@ _MERGE = _YAML + "merge"
 _TEXT_TAGS = frozenset({_YAML + "str", _YAML + "timestamp", _YAML + "binary", _MERGE})
 _MAP_TAGS = frozenset({_YAML + "map", _YAML + "set"})
 _SEQ_TAGS = frozenset({_YAML + "seq", _YAML + "omap", _YAML + "pairs"})
+_NULL = _YAML + "null"
+_STR = _YAML + "str"
+_constructor = SafeConstructor()
+_CONSTRUCT: dict[str, Callable[[yaml.ScalarNode], object]] = {
+    _YAML + "bool": _constructor.construct_yaml_bool,
+    _YAML + "int": _constructor.construct_yaml_int,
+    _YAML + "float": _constructor.construct_yaml_float,
+}
 # types-PyYAML leaves Resolver.resolve untyped.
 _resolve: Callable[[type[yaml.Node], str, tuple[bool, bool]], str] = (
     yaml.resolver.Resolver().resolve
@@ -111,7 +124,22 @@ def compose(text: str, file: str) -> Node | None:
     Traefik's file provider reads one document per file, and a stray ``---``
     is more often a mistake than an intent. Empty documents (a trailing
     ``---``) are ignored.
+
+    With LibYAML, the tree is built straight from its event stream: composing
+    PyYAML nodes first (or using the pure-Python scanner) made a 10,000-router
+    file take seconds. Input LibYAML refuses, or that uses anchors in ways
+    the fast path leaves alone, is parsed again the pure-Python way, so every
+    error reads exactly as PyYAML words it.
     """
+    if _CParser is not None:
+        try:
+            return _EventBuilder(text, file).document()
+        except (yaml.YAMLError, _Fallback):
+            pass
+    return _compose_python(text, file)
+
+
+def _compose_python(text: str, file: str) -> Node | None:
     try:
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
@@ -122,11 +150,15 @@ def compose(text: str, file: str) -> Node | None:
     if not documents:
         return None
     if len(documents) > 1:
-        raise ConfigError(
-            "several YAML documents in one file are not supported; split them into separate files",
-            origin=_origin(documents[1], file),
-        )
+        raise _several_documents(_origin(documents[1], file))
     return from_yaml(documents[0], file)
+
+
+def _several_documents(origin: Origin) -> ConfigError:
+    return ConfigError(
+        "several YAML documents in one file are not supported; split them into separate files",
+        origin=origin,
+    )
 
 
 def syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
@@ -141,7 +173,7 @@ def syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ConfigError:
 
 def _empty_document(node: yaml.Node | None) -> bool:
     return node is None or (
-        isinstance(node, yaml.ScalarNode) and node.tag == _YAML + "null" and not node.value
+        isinstance(node, yaml.ScalarNode) and node.tag == _NULL and not node.value
     )
 
 
@@ -157,7 +189,6 @@ def from_yaml(node: yaml.Node, file: str) -> Node:
 class _YamlConverter:
     def __init__(self, file: str) -> None:
         self.file = file
-        self.constructor = SafeConstructor()
         # Nodes being converted: an alias back into one of them is a cycle.
         self.active: set[int] = set()
 
@@ -184,21 +215,7 @@ class _YamlConverter:
             raise ConfigError(f"unsupported YAML tag {node.tag}", origin=origin)
 
     def scalar(self, node: yaml.ScalarNode, origin: Origin) -> Scalar:
-        tag = node.tag
-        value: object
-        if tag == _YAML + "null":
-            value = None
-        elif tag == _YAML + "bool":
-            value = self.constructor.construct_yaml_bool(node)
-        elif tag == _YAML + "int":
-            value = self.constructor.construct_yaml_int(node)
-        elif tag == _YAML + "float":
-            value = self.constructor.construct_yaml_float(node)
-        elif tag in _TEXT_TAGS:
-            value = node.value
-        else:
-            raise ConfigError(f"unsupported YAML tag {tag}", origin=origin)
-        return Scalar(value, str(node.value), origin)
+        return Scalar(scalar_value(node.tag, node.value, origin), str(node.value), origin)
 
     def entries(self, node: yaml.MappingNode) -> tuple[Entry, ...]:
         own: dict[str, Entry] = {}
@@ -235,6 +252,189 @@ class _YamlConverter:
         return found
 
 
+class _Fallback(Exception):
+    """Input the event builder leaves to the pure-Python path."""
+
+
+class _EventBuilder:
+    """Builds the located tree from LibYAML's events, with ``_YamlConverter``'s rules.
+
+    Anchored or aliased keys, complex keys, undefined or repeated anchors and
+    anything LibYAML refuses raise ``_Fallback`` or ``yaml.YAMLError``; the
+    caller then takes the pure-Python path, which words those errors.
+    """
+
+    def __init__(self, text: str, file: str) -> None:
+        assert _CParser is not None
+        self.next = _CParser(text).get_event
+        self.file = file
+        self.lines: dict[int, Origin] = {}  # one Origin per line, shared
+        self.anchors: dict[str, Node] = {}
+        self.open: dict[str, Origin] = {}  # anchors of the nodes being built
+        self.tags: dict[str, str] = {}  # plain scalar text -> resolved tag
+
+    def origin(self, event: Any) -> Origin:
+        line: int = event.start_mark.line
+        found = self.lines.get(line)
+        if found is None:
+            found = self.lines[line] = Origin(self.file, line + 1)
+        return found
+
+    def document(self) -> Node | None:
+        found: Node | None = None
+        self.next()  # stream start
+        while not isinstance(self.next(), yaml.StreamEndEvent):  # a document start
+            root = self.next()
+            if self.empty(root):
+                self.next()  # document end
+                continue
+            if found is not None:
+                raise _Fallback  # several documents: worded by the pure-Python path
+            try:
+                found = self.node(root)
+            except ConfigError:
+                # The pure-Python path composes the whole stream before it
+                # converts anything, so its YAML errors come first.
+                self.drain()
+                raise
+            self.next()  # document end
+            self.anchors.clear()
+            self.open.clear()
+        return found
+
+    def empty(self, root: Any) -> bool:
+        return (
+            type(root) is yaml.ScalarEvent
+            and not root.value
+            and self.tag(root) == _NULL
+        )
+
+    def drain(self) -> None:
+        """Read to the end; anything the pure-Python path could word differently falls back."""
+        while True:
+            event = self.next()
+            kind = type(event)
+            if kind is yaml.StreamEndEvent:
+                return
+            if kind is yaml.AliasEvent or getattr(event, "anchor", None) is not None:
+                raise _Fallback
+            if kind is yaml.DocumentStartEvent and not self.empty(self.next()):
+                raise _Fallback
+
+    def tag(self, event: Any) -> str:
+        tag: str | None = event.tag
+        if tag is not None and tag != "!":
+            return tag
+        if not event.implicit[0]:
+            return _STR
+        text: str = event.value
+        found = self.tags.get(text)
+        if found is None:
+            found = self.tags[text] = _resolve(yaml.ScalarNode, text, event.implicit)
+        return found
+
+    def node(self, event: Any) -> Node:
+        kind = type(event)
+        if kind is yaml.AliasEvent:
+            anchor = event.anchor
+            if anchor in self.open:
+                raise ConfigError("recursive YAML alias", origin=self.open[anchor])
+            if anchor not in self.anchors:
+                raise _Fallback
+            return self.anchors[anchor]
+        anchor = event.anchor
+        if anchor is not None:
+            if anchor in self.anchors or anchor in self.open:
+                raise _Fallback
+            self.open[anchor] = self.origin(event)
+        node: Node
+        if kind is yaml.ScalarEvent:
+            origin = self.origin(event)
+            text = event.value
+            node = Scalar(scalar_value(self.tag(event), text, origin), text, origin)
+        elif kind is yaml.MappingStartEvent:
+            node = self.mapping(event)
+        elif kind is yaml.SequenceStartEvent:
+            origin = self.origin(event)
+            if event.tag not in (None, "!") and event.tag not in _SEQ_TAGS:
+                raise ConfigError(f"unsupported YAML tag {event.tag}", origin=origin)
+            items: list[Node] = []
+            item = self.next()
+            while type(item) is not yaml.SequenceEndEvent:
+                items.append(self.node(item))
+                item = self.next()
+            node = Seq(tuple(items), origin)
+        else:
+            raise _Fallback
+        if anchor is not None:
+            del self.open[anchor]
+            self.anchors[anchor] = node
+        return node
+
+    def mapping(self, start: Any) -> Map:
+        origin = self.origin(start)
+        if start.tag not in (None, "!") and start.tag not in _MAP_TAGS:
+            raise ConfigError(f"unsupported YAML tag {start.tag}", origin=origin)
+        own: dict[str, Entry] = {}
+        merged: dict[str, Entry] = {}
+        while True:
+            event = self.next()
+            if type(event) is not yaml.ScalarEvent:
+                if type(event) is yaml.MappingEndEvent:
+                    break
+                raise _Fallback  # an alias or a collection as a key
+            if event.anchor is not None:
+                raise _Fallback
+            at = self.origin(event)
+            key: str = event.value
+            if key == "<<" or event.tag is not None:
+                if self.tag(event) == _MERGE:
+                    for entry in self.merge_sources(self.next()):
+                        merged.setdefault(entry.key, entry)
+                    continue
+            if key in own:
+                first = own[key].origin
+                line = first.line if first else 0
+                raise ConfigError(f'duplicate key "{key}" (first at line {line})', origin=at)
+            own[key] = Entry(key, at, self.node(self.next()))
+        if merged:
+            inherited = [e for k, e in merged.items() if k not in own]
+            return Map((*inherited, *own.values()), origin)
+        return Map(tuple(own.values()), origin)
+
+    def merge_sources(self, event: Any) -> list[Entry]:
+        if type(event) is yaml.SequenceStartEvent:
+            if event.anchor is not None:
+                raise _Fallback
+            event = self.next()
+            sources = []
+            while type(event) is not yaml.SequenceEndEvent:
+                sources.append(self.merge_source(event))
+                event = self.next()
+            return [entry for entries in sources for entry in entries]
+        return list(self.merge_source(event))
+
+    def merge_source(self, event: Any) -> tuple[Entry, ...]:
+        converted = self.node(event)
+        if not isinstance(converted, Map):
+            raise ConfigError(
+                "a merge key (<<) needs a mapping or a list of mappings", origin=converted.origin
+            )
+        return converted.entries
+
+
+def scalar_value(tag: str, text: str, origin: Origin | None) -> object:
+    """The value of a scalar with resolved ``tag``; other tags are errors."""
+    if tag in _TEXT_TAGS:
+        return text
+    if tag == _NULL:
+        return None
+    construct = _CONSTRUCT.get(tag)
+    if construct is None:
+        raise ConfigError(f"unsupported YAML tag {tag}", origin=origin)
+    return construct(yaml.ScalarNode(tag, text))
+
+
 # --- Plain Python -------------------------------------------------------------
 
 
@@ -262,8 +462,7 @@ def from_python(value: Any, origin: Origin | None) -> Node:
 def scalar_from_text(text: str, origin: Origin | None, *, flag: bool = False) -> Scalar:
     """Type a bare string the way YAML types a plain scalar ("3" → 3)."""
     tag = _resolve(yaml.ScalarNode, text, (True, False))
-    value = _YamlConverter("").scalar(yaml.ScalarNode(tag, text), origin or COMMAND_LINE).value
-    return Scalar(value, text, origin, flag)
+    return Scalar(scalar_value(tag, text, origin or COMMAND_LINE), text, origin, flag)
 
 
 def to_raw(node: Node) -> Any:

@@ -573,3 +573,6 @@ class _TunnelSink:
 
     def on_upstream_writable(self, writable: bool) -> None:
         self.client.set_reading(writable)
+
+    def flush(self) -> None:
+        pass
