@@ -71,11 +71,20 @@ class ResponseForwarding:
 
 
 @model
+class PassiveHealthCheck:
+    """Traefik v3.4's passive checks: failures within a window take a server out."""
+
+    failure_window: Duration = 10.0
+    max_failed_attempts: int = 1
+
+
+@model
 class ServersLoadBalancer:
     servers: tuple[Server, ...] = ()
     strategy: str = "wrr"
     sticky: Sticky | None = None
     health_check: HealthCheck | None = None
+    passive_health_check: PassiveHealthCheck | None = None
     pass_host_header: bool = True
     response_forwarding: ResponseForwarding = ResponseForwarding()
     servers_transport: str = ""
@@ -97,11 +106,23 @@ class WeightedService:
 
 
 @model
+class FailoverService:
+    """Send to ``service`` while it has an available server, else to ``fallback``."""
+
+    REQUIRED = ("service", "fallback")
+
+    service: str = ""
+    fallback: str = ""
+    health_check: Mapping[str, Any] | None = None
+
+
+@model
 class HTTPService:
-    ONE_OF = ("load_balancer", "weighted")
+    ONE_OF = ("load_balancer", "weighted", "failover")
 
     load_balancer: ServersLoadBalancer | None = None
     weighted: WeightedService | None = None
+    failover: FailoverService | None = None
 
 
 # --- HTTP routers and middlewares --------------------------------------------
@@ -157,6 +178,8 @@ class ServersTransport:
     root_c_as: tuple[str, ...] = key("rootCAs", ())
     max_idle_conns_per_host: int = 200
     forwarding_timeouts: ForwardingTimeouts = ForwardingTimeouts()
+    # Sluice speaks HTTP/1.1 to servers, so HTTP/2 is always "disabled".
+    disable_h_t_t_p2: bool = key("disableHTTP2", False)
 
 
 @model
@@ -193,6 +216,8 @@ class TLSOptions:
     curve_preferences: tuple[str, ...] = ()
     client_auth: ClientAuth | None = None
     sni_strict: bool = False
+    # Deprecated in Traefik and without effect there; accepted so old files load.
+    prefer_server_cipher_suites: bool = False
     alpn_protocols: tuple[str, ...] = key("alpnProtocols", ("h2", "http/1.1"))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.config.dynamic import ServersTransport
 from gateway.config.model import Duration, empty_map, key, model
 
 
@@ -130,21 +131,6 @@ class Log:
     level: str = "INFO"
     file_path: str = ""
     format: str = "common"
-
-
-@model
-class ForwardingTimeouts:
-    dial_timeout: Duration = 30.0
-    response_header_timeout: Duration = 0.0
-    idle_conn_timeout: Duration = 90.0
-
-
-@model
-class ServersTransport:
-    insecure_skip_verify: bool = False
-    root_c_as: tuple[str, ...] = key("rootCAs", ())
-    max_idle_conns_per_host: int = 200
-    forwarding_timeouts: ForwardingTimeouts = ForwardingTimeouts()
 
 
 @model

@@ -162,6 +162,24 @@ class Balancer:
         return best
 
 
+class Failover(Balancer):
+    """Traefik's ``failover`` service: the fallback serves only while the main one cannot."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, service: Balancer, fallback: Balancer) -> None:
+        super().__init__(name, [service, fallback], [1, 1])
+
+    def _pick(
+        self, request: Request, exclude: frozenset[UpstreamServer], now: float
+    ) -> Pick | None:
+        for child in self.children:
+            chosen = _pick_child(child, request, exclude, now)
+            if chosen is not None:
+                return chosen
+        return None
+
+
 def _usable(
     child: UpstreamServer | Balancer, exclude: frozenset[UpstreamServer], now: float
 ) -> bool:

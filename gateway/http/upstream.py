@@ -68,6 +68,9 @@ class UpstreamServer:
         "server_hostname",
         "service",
         "on_health_change",
+        "max_failures",
+        "failure_window",
+        "failures",
     )
 
     def __init__(
@@ -104,16 +107,29 @@ class UpstreamServer:
             self, max_idle=max_idle, dial_timeout=dial_timeout, idle_timeout=idle_timeout
         )
         self.on_health_change: Callable[[UpstreamServer], None] | None = None
+        # Passive health checking: this many failures within the window take
+        # the server out for the window (one failure, 5 s when not configured).
+        self.max_failures = 1
+        self.failure_window = PASSIVE_EJECTION_SECONDS
+        self.failures: deque[float] = deque()
 
     def available(self, now: float) -> bool:
         """Healthy by the last check and not passively ejected."""
         return self.healthy and now >= self.ejected_until
 
     def eject(self, reason: str) -> None:
-        """Take the server out of rotation after a refused or reset connection."""
-        if self.ejected_until <= time.monotonic():
+        """Count a refused or reset connection; enough of them take the server out."""
+        now = time.monotonic()
+        failures = self.failures
+        failures.append(now)
+        while failures and failures[0] < now - self.failure_window:
+            failures.popleft()
+        if len(failures) < self.max_failures:
+            return
+        failures.clear()
+        if self.ejected_until <= now:
             log.warning("service %s: server %s out of rotation: %s", self.service, self.url, reason)
-        self.ejected_until = time.monotonic() + PASSIVE_EJECTION_SECONDS
+        self.ejected_until = now + self.failure_window
         self.pool.close_idle()
         if self.on_health_change is not None:
             self.on_health_change(self)
