@@ -87,6 +87,8 @@ class Gateway:
         self.last_reload: float | None = None
         self._health_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # Listeners being reopened because TLS was switched on or off.
+        self.reopens: list[asyncio.Task[None]] = []
         # Hooks for the supervisor, the API and tests: an accepted configuration,
         # a rejected one.
         self.on_config: list[Callable[[DynamicConfig], None]] = []
@@ -165,6 +167,10 @@ class Gateway:
     def _swap(self, compiled: Compiled) -> None:
         for name, entry in self.entry_points.items():
             entry.state = compiled.states.get(name, entry.state)
+            if self._wants_tls(name, compiled) != (entry.ssl_context is not None):
+                task = asyncio.get_running_loop().create_task(self._reopen(name))
+                self._tasks.append(task)
+                self.reopens.append(task)
         self.compiler.commit(compiled)
         self.compiled = compiled
         for task in self._health_tasks:
@@ -172,6 +178,37 @@ class Gateway:
         self._health_tasks = []
         if self.serve or not self.entry_points:
             self._start_health(compiled)
+
+    def _wants_tls(self, name: str, compiled: Compiled | None) -> bool:
+        """TLS on an entry point: set statically, or asked for by its routers."""
+        if self.static.entry_points[name].http.tls is not None:
+            return True
+        return compiled is not None and name in compiled.tls_entry_points
+
+    async def _reopen(self, name: str) -> None:
+        """Reopen an entry point's listener because its routers switched TLS on or off."""
+        entry = self.entry_points[name]
+        tls = self._wants_tls(name, self.compiled)
+        entry.stop_accepting()
+        address = self.static.entry_points[name].address
+        host, _ = parse_address(address)
+        rebind = f"[{host}]:{entry.bound_port_number}" if ":" in host else (
+            f"{host}:{entry.bound_port_number}")
+        sock = None
+        for _ in range(40):
+            try:
+                sock = bind_socket(rebind, reuse_port=self.reuse_port)
+                break
+            except OSError:
+                # The old listening socket closes on the loop's next turns.
+                await asyncio.sleep(0.05)
+        if sock is None:
+            log.error("entry point %s: could not reopen %s to switch TLS %s", name, rebind,
+                      "on" if tls else "off")
+            return
+        sni_names = entry.sni_names
+        await entry.reopen(sock, self._front_context(name, sni_names) if tls else None)
+        log.info("entry point %s: TLS switched %s by its routers", name, "on" if tls else "off")
 
     def _start_health(self, compiled: Compiled) -> None:
         loop = asyncio.get_running_loop()

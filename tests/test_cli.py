@@ -8,27 +8,28 @@ bounded poll); every process a test starts is killed by PID at teardown.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import re
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway import __version__
 from tests.backends import get, http_request
+from tests.subprocesses import (
+    GATEWAY,
+    Backend,
+    GatewayProcess,
+    connect_refused,
+    free_port,
+    launch,
+    require_gateway,
+)
 
-GATEWAY = Path(sys.executable).with_name("gateway")
 QUICKSTART_DYNAMIC = Path(__file__).resolve().parent.parent / "gateway/quickstart/dynamic.yml"
-STARTUP_TIMEOUT = 15.0
 
 STATIC = """\
 entryPoints:
@@ -55,17 +56,9 @@ http:
 """
 
 
-def free_port() -> int:
-    """A port nothing listens on now (the gateway binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(autouse=True)
 def _installed() -> None:
-    if not GATEWAY.exists():
-        pytest.fail(f"{GATEWAY} is missing: run `.venv/bin/pip install -e .`")
+    require_gateway()
 
 
 def gateway(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -288,113 +281,24 @@ def test_whoami_reports_an_address_in_use(taken_port: int) -> None:
 # --- gateway run: serving -------------------------------------------------------------
 
 
-Respond = Callable[[str], Awaitable[bytes]]
-
-
-async def answer_ok(target: str) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-class Backend:
-    """A keep-alive HTTP/1.1 backend in the test's loop that closes its connections on ``close``.
-
-    Unlike a bare ``asyncio.Server`` on Python 3.11, closing it also closes
-    the connections the gateway pooled, so none outlives the test's loop.
-    """
-
-    def __init__(self, respond: Respond = answer_ok) -> None:
-        self.respond = respond
-        self.targets: list[str] = []
-        self.handlers: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> Backend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        try:
-            while True:  # requests without bodies, one after another
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.targets.append(head.split(b" ", 2)[1].decode())
-                writer.write(await self.respond(self.targets[-1]))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            self.handlers.discard(task)
-
-    async def close(self) -> None:
-        self.server.close()
-        for task in list(self.handlers):
-            task.cancel()
-        await asyncio.gather(*self.handlers, return_exceptions=True)
-
-
-@dataclass
-class Running:
-    proc: asyncio.subprocess.Process
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    async def wait_ready(self, api: int) -> None:
-        """Poll /api/health with short requests until 200, exit, or the deadline."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                pytest.fail(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
-                if (await http_request(api, get("127.0.0.1", "/api/health"))).status == 200:
-                    return
-            await asyncio.sleep(0.05)  # probe interval, not synchronisation
-        pytest.fail(f"gateway not ready after {STARTUP_TIMEOUT}s:\n{self.output()}")
-
-
-Spawn = Callable[..., Awaitable[Running]]
+Spawn = Callable[..., Awaitable[GatewayProcess]]
 
 
 @pytest.fixture
 async def spawn(tmp_path: Path) -> AsyncIterator[Spawn]:
     """Start ``gateway ARGS`` in the background; SIGTERM (then SIGKILL) it at teardown."""
-    started: list[Running] = []
+    started: list[GatewayProcess] = []
 
-    async def start(*args: str) -> Running:
+    async def start(*args: str) -> GatewayProcess:
         log = tmp_path / f"gateway-{len(started)}.log"
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                str(GATEWAY), *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=tmp_path,
-            )  # fmt: skip
-        started.append(Running(proc, log))
+        started.append(GatewayProcess(await launch(*args, cwd=tmp_path, log=log), log))
         return started[-1]
 
     yield start
     for running in started:
-        if running.proc.returncode is None:
-            running.proc.terminate()
-            try:
-                await asyncio.wait_for(running.proc.wait(), 10)
-            except TimeoutError:
-                running.proc.kill()
-                await running.proc.wait()
+        await running.stop(grace=10)
         assert running.proc.returncode == 0, running.output()
         assert "Traceback" not in running.output()
-
-
-async def refused(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except OSError as exc:
-        return exc.errno == errno.ECONNREFUSED
-    writer.close()
-    return False
 
 
 async def test_run_flags_override_the_static_file(tmp_path: Path, spawn: Spawn) -> None:
@@ -411,8 +315,8 @@ async def test_run_flags_override_the_static_file(tmp_path: Path, spawn: Spawn) 
         reply = await http_request(web, get("app.test", "/hello"))
         assert reply.status == 200
         assert backend.targets == ["/hello"]
-        assert await refused(file_web)
-        assert await refused(file_api)
+        assert await connect_refused(file_web)
+        assert await connect_refused(file_api)
     finally:
         await backend.close()
 

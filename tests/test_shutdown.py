@@ -9,69 +9,36 @@ signals. Readiness is a bounded poll of ``/api/health``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import signal
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.backends import get, http_request
-
-GATEWAY = Path(sys.executable).with_name("gateway")
-STARTUP_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the gateway binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.subprocesses import Backend, GatewayProcess, free_port, launch, refused_within
 
 
 @dataclass
-class GatewayProcess:
-    proc: asyncio.subprocess.Process
+class Listening(GatewayProcess):
+    """A ``gateway run`` and the ports of its ``web`` entry point and its API."""
+
     web: int
     api: int
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
-Start = Callable[..., Awaitable[GatewayProcess]]
-
-
-async def wait_ready(gw: GatewayProcess) -> None:
-    """Poll /api/health with short requests until 200, the process dies, or time runs out."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if gw.proc.returncode is not None:
-            pytest.fail(f"gateway exited with {gw.proc.returncode}:\n{gw.output()}")
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
-            reply = await http_request(gw.api, get("127.0.0.1", "/api/health"))
-            if reply.status == 200:
-                return
-        await asyncio.sleep(0.05)  # probe interval, not synchronisation
-    pytest.fail(f"gateway not ready after {STARTUP_TIMEOUT}s:\n{gw.output()}")
+Start = Callable[..., Awaitable[Listening]]
 
 
 @pytest.fixture
 async def start_gateway(tmp_path: Path) -> AsyncIterator[Start]:
     """Start ``gateway run`` on free ports; kill whatever is left at teardown, by PID."""
-    if not GATEWAY.exists():
-        pytest.fail(f"{GATEWAY} is missing: run `.venv/bin/pip install -e .`")
-    started: list[GatewayProcess] = []
+    started: list[Listening] = []
 
-    async def start(backend_url: str, grace: str = "10s") -> GatewayProcess:
+    async def start(backend_url: str, grace: str = "10s") -> Listening:
         web, api = free_port(), free_port()
         (tmp_path / "dynamic.yml").write_text(
             "http:\n  routers:\n    app:\n      rule: Host(`app.test`)\n      service: app\n"
@@ -84,69 +51,15 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[Start]:
             f'providers:\n  file:\n    filename: dynamic.yml\napi:\n  address: "127.0.0.1:{api}"\n'
         )
         log = tmp_path / f"gateway-{len(started)}.log"
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                str(GATEWAY), "run", "--config", str(tmp_path / "sluice.yml"),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=tmp_path,
-            )  # fmt: skip
-        gw = GatewayProcess(proc, web, api, log)
+        proc = await launch("run", "--config", str(tmp_path / "sluice.yml"), cwd=tmp_path, log=log)
+        gw = Listening(proc, log, web=web, api=api)
         started.append(gw)
-        await wait_ready(gw)
+        await gw.wait_ready(api)
         return gw
 
     yield start
     for gw in started:
-        if gw.proc.returncode is None:
-            gw.proc.kill()
-            await gw.proc.wait()
-
-
-Respond = Callable[[str], Awaitable[bytes]]
-
-
-async def answer_ok(target: str) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-class Backend:
-    """A keep-alive HTTP/1.1 backend in the test's loop that closes its connections on ``close``.
-
-    Unlike a bare ``asyncio.Server`` on Python 3.11, closing it also closes
-    the connections the gateway pooled, so none outlives the test's loop.
-    """
-
-    def __init__(self, respond: Respond = answer_ok) -> None:
-        self.respond = respond
-        self.targets: list[str] = []
-        self.handlers: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> Backend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        try:
-            while True:  # requests without bodies, one after another
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.targets.append(head.split(b" ", 2)[1].decode())
-                writer.write(await self.respond(self.targets[-1]))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            self.handlers.discard(task)
-
-    async def close(self) -> None:
-        self.server.close()
-        for task in list(self.handlers):
-            task.cancel()
-        await asyncio.gather(*self.handlers, return_exceptions=True)
+        await gw.kill()
 
 
 @dataclass
@@ -172,18 +85,6 @@ async def slow_backend() -> AsyncIterator[SlowBackend]:
     await backend.close()
 
 
-async def connect_refused(port: int) -> bool:
-    """Whether a new TCP connection to 127.0.0.1:port is refused."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except OSError as exc:
-        return exc.errno == errno.ECONNREFUSED
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return False
-
-
 async def test_sigterm_drains_in_flight_request_and_refuses_new_connections(
     slow_backend: SlowBackend, start_gateway: Start
 ) -> None:
@@ -195,11 +96,7 @@ async def test_sigterm_drains_in_flight_request_and_refuses_new_connections(
     gw.proc.send_signal(signal.SIGTERM)
 
     # The listener closes at once; until it has, a connect may still succeed.
-    deadline = time.monotonic() + 1.0
-    refused = False
-    while not refused and time.monotonic() < deadline:
-        refused = await connect_refused(gw.web)
-    assert refused, "new connections were still accepted 1s after SIGTERM"
+    assert await refused_within(gw.web, 1.0), "new connections were still accepted 1s after SIGTERM"
     assert not in_flight.done(), "the in-flight request ended before the listener closed"
 
     reply = await asyncio.wait_for(in_flight, 5)

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import signal
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,17 +24,10 @@ from typing import Any
 import pytest
 
 from tests.backends import Reply, get, http_request
+from tests.subprocesses import Backend, GatewayProcess, free_port, launch, refused_within
 
-GATEWAY = Path(sys.executable).with_name("gateway")
 STARTUP_TIMEOUT = 20.0
 WORKERS = 2
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the workers bind it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dynamic(routes: dict[str, str]) -> str:
@@ -57,16 +47,13 @@ def dynamic(routes: dict[str, str]) -> str:
 
 
 @dataclass
-class Supervisor:
-    proc: asyncio.subprocess.Process
+class Supervisor(GatewayProcess):
+    """``gateway run --workers``: its ports, its dynamic file and every worker pid seen."""
+
     web: int
     api: int
-    log: Path
     dynamic_path: Path
     worker_pids: set[int] = field(default_factory=set)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
     async def api_get(self, path: str) -> Reply:
         return await http_request(self.api, get("127.0.0.1", path))
@@ -79,16 +66,14 @@ class Supervisor:
 
     async def wait_until(self, what: str, ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Poll the overview (short requests, bounded) until ``ok(workers)``."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                pytest.fail(f"supervisor exited with {self.proc.returncode}:\n{self.output()}")
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError, KeyError):
-                info = await self.workers()
-                if ok(info):
-                    return info
-            await asyncio.sleep(0.05)  # probe interval, not synchronisation
-        pytest.fail(f"timed out waiting for {what}:\n{self.output()}")
+
+        async def probe() -> dict[str, Any] | None:
+            info = await self.workers()
+            return info if ok(info) else None
+
+        return await self.poll(
+            what, probe, timeout=STARTUP_TIMEOUT, tolerate=(ValueError, KeyError)
+        )
 
     async def fresh_requests(self, host: str, count: int) -> list[int]:
         """``count`` GETs for ``host``, each on a new connection; their statuses."""
@@ -115,8 +100,6 @@ Start = Callable[[str], Awaitable[Supervisor]]
 @pytest.fixture
 async def start_workers(tmp_path: Path) -> AsyncIterator[Start]:
     """Start ``gateway run --workers 2``; stop it at teardown (SIGTERM, then SIGKILL by PID)."""
-    if not GATEWAY.exists():
-        pytest.fail(f"{GATEWAY} is missing: run `.venv/bin/pip install -e .`")
     started: list[Supervisor] = []
 
     async def start(dynamic_text: str) -> Supervisor:
@@ -129,79 +112,20 @@ async def start_workers(tmp_path: Path) -> AsyncIterator[Start]:
             f'api:\n  address: "127.0.0.1:{api}"\nmetrics:\n  prometheus: {{}}\n'
         )
         log = tmp_path / "gateway.log"
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                str(GATEWAY), "run", "--config", str(tmp_path / "sluice.yml"),
-                "--workers", str(WORKERS),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=tmp_path,
-            )  # fmt: skip
-        sup = Supervisor(proc, web, api, log, dyn)
+        proc = await launch(
+            "run", "--config", str(tmp_path / "sluice.yml"), "--workers", str(WORKERS),
+            cwd=tmp_path, log=log,
+        )  # fmt: skip
+        sup = Supervisor(proc, log, web=web, api=api, dynamic_path=dyn)
         started.append(sup)
         await sup.wait_until("every worker serving", all_serving())
         return sup
 
     yield start
     for sup in started:
-        if sup.proc.returncode is None:
-            # SIGTERM first: a killed supervisor leaves its metrics directory behind.
-            sup.proc.terminate()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sup.proc.wait(), 15)
-        if sup.proc.returncode is None:
-            for pid in sup.worker_pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            sup.proc.kill()
-            await sup.proc.wait()
+        # SIGTERM first: a killed supervisor leaves its metrics directory behind.
+        await sup.stop(grace=15, kill_first=sup.worker_pids)
         assert sup.proc.returncode == 0, sup.output()
-
-
-Respond = Callable[[str], Awaitable[bytes]]
-
-
-async def answer_ok(target: str) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-class Backend:
-    """A keep-alive HTTP/1.1 backend in the test's loop that closes its connections on ``close``.
-
-    Unlike a bare ``asyncio.Server`` on Python 3.11, closing it also closes
-    the connections the gateway pooled, so none outlives the test's loop.
-    """
-
-    def __init__(self, respond: Respond = answer_ok) -> None:
-        self.respond = respond
-        self.targets: list[str] = []
-        self.handlers: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> Backend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        try:
-            while True:  # requests without bodies, one after another
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.targets.append(head.split(b" ", 2)[1].decode())
-                writer.write(await self.respond(self.targets[-1]))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            self.handlers.discard(task)
-
-    async def close(self) -> None:
-        self.server.close()
-        for task in list(self.handlers):
-            task.cancel()
-        await asyncio.gather(*self.handlers, return_exceptions=True)
 
 
 @pytest.fixture
@@ -226,18 +150,6 @@ def socket_owners(peer_port: int, pids: set[int]) -> set[int]:
             if any(os.readlink(fd) in inodes for fd in fds.iterdir()):
                 owners.add(pid)
     return owners
-
-
-async def connect_refused(port: int) -> bool:
-    """Whether a new TCP connection to 127.0.0.1:port is refused."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except OSError as exc:
-        return exc.errno == errno.ECONNREFUSED
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return False
 
 
 def pid_gone(pid: int) -> bool:
@@ -337,11 +249,7 @@ async def test_sigterm_stops_supervisor_and_workers(backend: Backend, start_work
     sup.proc.send_signal(signal.SIGTERM)
     # Answer only once every worker has closed its listener, so the answer
     # has to make its way out through a draining worker.
-    deadline = time.monotonic() + 5
-    refused = False
-    while not refused and time.monotonic() < deadline:
-        refused = await connect_refused(sup.web)
-    assert refused, "a worker still accepted connections 5s after SIGTERM"
+    assert await refused_within(sup.web, 5), "a worker still accepted connections 5s after SIGTERM"
     assert not in_flight.done()
     release.set()
 

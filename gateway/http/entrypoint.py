@@ -101,6 +101,11 @@ class EntryPointRuntime:
         assert self.server is not None and self.server.sockets
         return int(self.server.sockets[0].getsockname()[1])
 
+    @property
+    def bound_port_number(self) -> int:
+        """The port this entry point serves on, even while its listener is closed."""
+        return int(self.settings.port)
+
     async def start(self, sock: socket.socket) -> None:
         """Serve on an already bound listening socket."""
         loop = asyncio.get_running_loop()
@@ -111,6 +116,19 @@ class EntryPointRuntime:
             self.settings.port = str(self.bound_port).encode()
             self.port = self.settings.port
         self._sweeper = loop.create_task(self._sweep_forever())
+
+    async def reopen(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        """Serve a new listening socket with TLS switched on or off.
+
+        The previous listener must already be closed; connections it accepted
+        carry on, and new ones get the new setting.
+        """
+        loop = asyncio.get_running_loop()
+        self.ssl_context = ssl_context
+        self.settings.scheme = b"https" if ssl_context is not None else b"http"
+        self.server = await loop.create_server(
+            lambda: ClientConnection(self), sock=sock, ssl=ssl_context, backlog=1024
+        )
 
     def add_idle_hook(self, hook: Callable[[float], None]) -> None:
         """Run ``hook(now)`` on every sweep (used to expire idle upstream connections)."""

@@ -94,16 +94,24 @@ async def close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+async def wait_cut_off(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bound: float
+) -> tuple[bytes, float]:
+    """What the gateway sends until it closes, and the seconds that took; then close ours."""
+    start = time.monotonic()
+    data = await read_to_eof(reader, bound)
+    elapsed = time.monotonic() - start
+    await close(writer)
+    return data, elapsed
+
+
 async def test_partial_head_gets_408_at_the_header_deadline(tmp_path: Path) -> None:
     """A head left unfinished is answered 408 and closed once readHeaderTimeout passes."""
     async with proxied(tmp_path, idle_timeout=60) as proxy:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(HEAD + b"X-Part")
         await writer.drain()
-        start = time.monotonic()
-        data = await read_to_eof(reader, HEADER_TIMEOUT + LATE)
-        elapsed = time.monotonic() - start
-        await close(writer)
+        data, elapsed = await wait_cut_off(reader, writer, HEADER_TIMEOUT + LATE)
         assert_refused(data, 408)
         assert elapsed >= HEADER_TIMEOUT * 0.95
         assert proxy.record.received == 0
@@ -142,10 +150,7 @@ async def test_silent_client_is_closed_without_an_answer(tmp_path: Path) -> None
     """A connection that sends nothing is closed silently at readHeaderTimeout, not idleTimeout."""
     async with proxied(tmp_path, idle_timeout=60) as proxy:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        start = time.monotonic()
-        data = await read_to_eof(reader, HEADER_TIMEOUT + LATE)
-        elapsed = time.monotonic() - start
-        await close(writer)
+        data, elapsed = await wait_cut_off(reader, writer, HEADER_TIMEOUT + LATE)
         assert data == b""
         assert elapsed >= HEADER_TIMEOUT * 0.95
         assert proxy.record.connections == 0
@@ -189,10 +194,7 @@ async def test_idle_keep_alive_connection_is_closed_silently(tmp_path: Path) -> 
             reader.readexactly(int(answer.headers[b"content-length"])), 5
         )
         assert body == b"ok"
-        start = time.monotonic()
-        data = await read_to_eof(reader, idle + LATE)
-        elapsed = time.monotonic() - start
-        await close(writer)
+        data, elapsed = await wait_cut_off(reader, writer, idle + LATE)
         assert data == b""
         assert elapsed >= idle * 0.95
         assert len(proxy.record.requests) == 1
@@ -209,10 +211,7 @@ async def test_next_head_on_kept_alive_connection_has_its_own_deadline(tmp_path:
         await asyncio.wait_for(reader.readexactly(2), 5)
         writer.write(b"GET /second HTTP/1.1\r\nHost: a")
         await writer.drain()
-        start = time.monotonic()
-        data = await read_to_eof(reader, HEADER_TIMEOUT + LATE)
-        elapsed = time.monotonic() - start
-        await close(writer)
+        data, elapsed = await wait_cut_off(reader, writer, HEADER_TIMEOUT + LATE)
         assert_refused(data, 408)
         assert elapsed >= HEADER_TIMEOUT * 0.95
         assert [seen.target for seen in proxy.record.requests] == [b"/"]
