@@ -98,6 +98,7 @@ class Exchange:
         "request_complete",
         "response_started",
         "response_complete",
+        "upgrade_data",
         "head_sent",
         "chunked_out",
         "until_close",
@@ -147,6 +148,7 @@ class Exchange:
         self.request_complete = False
         self.response_started = False
         self.response_complete = False
+        self.upgrade_data: bytes | None = None
         self.head_sent = False
         self.chunked_out = False
         self.until_close = False
@@ -188,6 +190,9 @@ class Exchange:
             self._send_head(
                 response.status, response.reason.encode("latin-1"), response.headers.raw
             )
+            if self.upgrade_data is not None:
+                self.on_upgraded(self.upgrade_data)
+                return
             pending, self.pending_body = self.pending_body, None
             for data in pending or ():
                 self._relay_body(data)
@@ -349,7 +354,7 @@ class Exchange:
     def on_response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
     ) -> None:
-        if status < 200:
+        if status < 200 and status != 101:
             if status == 100 and self.expect_continue and not self.head_sent:
                 self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
@@ -457,6 +462,10 @@ class Exchange:
     def on_upgraded(self, data: bytes) -> None:
         conn = self.upstream
         if conn is None:
+            return
+        if not self.head_sent:
+            # The middleware chain still holds the 101: tunnel once it is sent.
+            self.upgrade_data = data
             return
         self.finished = True
         self.client.start_tunnel(self, conn, data)

@@ -285,7 +285,11 @@ class ClientConnection(asyncio.Protocol):
         if len(hosts) == 1:
             host = hosts[0]
             if not wire.is_valid_host(host):
-                raise RejectRequest(400, "invalid Host header")
+                # llhttp keeps trailing OWS, which is no part of a field value
+                # (RFC 9110 5.5); strip it only here, off the common path.
+                host = host.rstrip(b" \t")
+                if not wire.is_valid_host(host):
+                    raise RejectRequest(400, "invalid Host header")
         elif not hosts and not self.http11:
             host = b""
         else:

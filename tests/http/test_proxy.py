@@ -594,3 +594,44 @@ async def test_reset_after_request_is_502_and_not_replayed(tmp_path):
     finally:
         await gw.stop()
         await backend.close()
+
+
+async def test_websocket_upgrade_through_middleware(tmp_path):
+    """An upgrade passes through a router with middleware, and frames still flow."""
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str("echo:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    dynamic = f"""
+http:
+  routers:
+    app: {{rule: "Host(`app.test`)", service: app, middlewares: [tag]}}
+  middlewares:
+    tag:
+      headers: {{customResponseHeaders: {{X-Tag: "1"}}}}
+  services:
+    app:
+      loadBalancer: {{servers: [{{url: "http://127.0.0.1:{port}"}}]}}
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"http://127.0.0.1:{gw.port()}/ws", headers={"Host": "app.test"}
+        ) as ws:
+            assert ws._response.headers.get("X-Tag") == "1"
+            await ws.send_str("hi")
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert msg.data == "echo:hi"
+    finally:
+        await gw.stop()
+        await runner.cleanup()
