@@ -77,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
         # Deadline of whatever the connection is waiting for, or 0.
         self.deadline = 0.0
         self.deadline_status = 0
+        self.head_started = 0.0
         # Status owed once the requests before a refused one are answered.
         self.refusal = 0
         # Per-request parse state.
@@ -230,7 +231,8 @@ class ClientConnection(asyncio.Protocol):
         self.content_length = 0
         self.expect_continue = False
         self.upgrade_value = b""
-        self.deadline = time.monotonic() + self.settings.read_header_timeout
+        self.head_started = time.monotonic()
+        self.deadline = self.head_started + self.settings.read_header_timeout
         self.deadline_status = 408
 
     def on_url(self, url: bytes) -> None:
@@ -304,7 +306,13 @@ class ClientConnection(asyncio.Protocol):
         )
         if self.connection_tokens:
             self.connection_tokens = self.connection_tokens - {b"close", b"keep-alive"}
-        self.deadline = 0.0
+        read_timeout = self.settings.read_timeout
+        if read_timeout > 0 and (self.te_values or self.content_length > 0):
+            # Go's ReadTimeout (Traefik's readTimeout): the whole request, body
+            # included, from its first byte; a trickled body is cut off too.
+            self.deadline = self.head_started + read_timeout
+        else:
+            self.deadline = 0.0
         self._dispatch(url, host, version)
 
     def on_body(self, body: bytes) -> None:
@@ -317,8 +325,11 @@ class ClientConnection(asyncio.Protocol):
         self.reading_exchange = None
         if exchange is not None:
             exchange.on_request_complete()
-        if self.deadline_status == 408 and self.active is None:
-            self._await_next()
+        if self.deadline_status == 408:
+            if self.active is None:
+                self._await_next()
+            else:
+                self.deadline = 0.0
 
     # -- routing and dispatch --------------------------------------------------------
 

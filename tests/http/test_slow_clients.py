@@ -45,11 +45,12 @@ LATE = SWEEP + 0.5
 HEAD = b"GET / HTTP/1.1\r\nHost: a.test\r\n"
 
 
-def static_config(idle_timeout: float) -> str:
+def static_config(idle_timeout: float, read_timeout: float = 60) -> str:
     return (
         "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\n    transport:\n"
         "      respondingTimeouts:\n"
         f"        readHeaderTimeout: {HEADER_TIMEOUT}s\n"
+        f"        readTimeout: {read_timeout}s\n"
         f"        idleTimeout: {idle_timeout}s\n"
         "providers:\n  file:\n    filename: dynamic.yml\n"
     )
@@ -63,11 +64,13 @@ class Proxy:
 
 
 @contextlib.asynccontextmanager
-async def proxied(tmp_path: Path, *, idle_timeout: float) -> AsyncIterator[Proxy]:
+async def proxied(
+    tmp_path: Path, *, idle_timeout: float, read_timeout: float = 60
+) -> AsyncIterator[Proxy]:
     """A gateway with short timeouts in front of a recording backend."""
     async with recording_backend() as (record, backend_port):
         gateway = await start_gateway(
-            tmp_path, dynamic_for(backend_port), static=static_config(idle_timeout)
+            tmp_path, dynamic_for(backend_port), static=static_config(idle_timeout, read_timeout)
         )
         try:
             yield Proxy(gateway, record, gateway.port())
@@ -229,3 +232,32 @@ async def test_slow_head_finished_in_time_is_served(tmp_path: Path) -> None:
         await close(writer)
         assert [a.status for a in parse_answers(data)] == [200], data
         assert [seen.target for seen in proxy.record.requests] == [b"/slow"]
+
+
+async def test_slow_body_is_cut_at_the_read_deadline(tmp_path: Path) -> None:
+    """A body trickled in (R.U.D.Y.) is cut off when readTimeout passes, with 408."""
+    read_timeout = 1.5
+    async with proxied(tmp_path, idle_timeout=60, read_timeout=read_timeout) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1000\r\n\r\n")
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(1000):
+                    writer.write(b"x")
+                    await writer.drain()
+                    # Pacing the attack, not synchronizing the test.
+                    await asyncio.sleep(0.2)
+
+        start = time.monotonic()
+        sender = asyncio.create_task(trickle())
+        try:
+            data = await read_to_eof(reader, read_timeout + LATE)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        elapsed = time.monotonic() - start
+        await close(writer)
+        assert_refused(data, 408)
+        assert elapsed >= read_timeout * 0.9
