@@ -8,13 +8,12 @@ in-flight request finishes on the tables it started with.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.http.balancer import Balancer
 from gateway.http.forwarded import TrustedSources
-from middleware.contract import Handler
+from middleware.contract import Handler, Request, Response
 
 if TYPE_CHECKING:
     from gateway.http.router_table import RouterTable
@@ -70,5 +69,12 @@ class EntryPointSettings:
     keep_alive_max_time: float = 0.0
 
 
-def now() -> float:
-    return time.monotonic()
+async def _not_found(request: Request) -> Response:
+    return Response(404, body=b"Not Found\n")
+
+
+# Stands in for a router when a request no router takes is pipelined behind
+# others: it then waits its turn like any exchange and answers 404.
+NOT_FOUND_ROUTER = RouterRuntime(
+    name="", service=ServiceRuntime(name="", balancer=Balancer("", [], [])), chain=_not_found
+)

@@ -31,6 +31,7 @@ import httptools
 from gateway.http import wire
 from gateway.http.exchange import Exchange
 from gateway.http.forwarded import FORWARDED_NAMES
+from gateway.http.routing import NOT_FOUND_ROUTER
 from middleware.contract import Headers, Request
 
 if TYPE_CHECKING:
@@ -386,14 +387,20 @@ class ClientConnection(asyncio.Protocol):
         )
         has_body = self.request_chunked or self.content_length > 0
         route = self.entry.state.table.match(request)
-        if route is None:
+        if route is not None:
+            request.router = route.name
+            router = route.target
+        elif self.active is None and not self.queue:
             self._answer_locally(404, method, keep_alive and not has_body)
             return
-        request.router = route.name
+        else:
+            # Pipelined behind requests still being answered: wait its turn.
+            router = NOT_FOUND_ROUTER
+            keep_alive = keep_alive and not has_body
         exchange = Exchange(
             self,
             request,
-            route.target,
+            router,
             method=method,
             target=self.url,
             version=version.encode("ascii"),
@@ -415,17 +422,12 @@ class ClientConnection(asyncio.Protocol):
                 self.set_reading(False)
 
     def _answer_locally(self, status: int, method: bytes, keep_alive: bool) -> None:
-        """Answer a request no router takes, in order behind any pipelined ones."""
+        """Answer a request no router takes, when nothing is ahead of it."""
         data = wire.simple_response(status, close=not keep_alive, head_only=method == b"HEAD")
         self.entry.observe_local(method, status)
-        if self.active is None:
-            self.write(data)
-            if not keep_alive:
-                self.close()
-        else:
-            # Rare: a 404 pipelined behind a proxied request. Keep ordering by
-            # closing after the active exchange rather than queueing bytes.
-            self.draining = True
+        self.write(data)
+        if not keep_alive:
+            self.close()
 
     def _begin_upgrade(self, rest: bytes) -> None:
         exchange = self.active

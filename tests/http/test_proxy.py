@@ -635,3 +635,17 @@ http:
     finally:
         await gw.stop()
         await runner.cleanup()
+
+
+async def test_unrouted_request_pipelined_behind_a_proxied_one_gets_its_404(tmp_path, backend):
+    """A 404 pipelined behind a forwarded request is answered in order, not dropped."""
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(get("app.test", "/1") + get("nobody.test", "/2") + get("app.test", "/3"))
+        statuses = [(await read_reply(reader)).status for _ in range(3)]
+        assert statuses == [200, 404, 200]
+        assert [seen.target for seen in backend.requests] == ["/1", "/3"]
+        writer.close()
+    finally:
+        await gw.stop()
