@@ -135,11 +135,10 @@ def split_host_port(host: bytes) -> tuple[str, str]:
     return text, ""
 
 
-_HOST_CHARS = frozenset(
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:[]%!$&'()*+,;="
-)
+_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:[]%!$&'()*+,;="
 
 
 def is_valid_host(value: bytes) -> bool:
     """A Host value is a uri-host with an optional port (RFC 9110 7.2); may be empty."""
-    return all(c in _HOST_CHARS for c in value)
+    # Deleting every allowed byte leaves nothing, in C, without a Python loop.
+    return not value.translate(None, _HOST_CHARS)
