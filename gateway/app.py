@@ -173,6 +173,10 @@ class Gateway:
                 self.reopens.append(task)
         self.compiler.commit(compiled)
         self.compiled = compiled
+        if self.metrics is not None:
+            now = time.monotonic()
+            for (service, url), server in compiled.servers.items():
+                self.metrics.set_server_up(service, url, server.available(now))
         for task in self._health_tasks:
             task.cancel()
         self._health_tasks = []

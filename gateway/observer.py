@@ -64,6 +64,10 @@ class Observer:
         else:
             gauge.dec(-delta)
 
+    def retry(self, service: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retry(service)
+
     def middleware_error(self, router: RouterRuntime) -> None:
         log.warning("router %s: a middleware raised; answered 500", router.name)
 

@@ -63,6 +63,8 @@ async def test_metrics_count_requests_by_router_and_code(tmp_path):
         entry = samples(text, "sluice_entrypoint_requests_total")
         assert any(lab["code"] == "404" and v == 1.0 for lab, v in entry)
         assert samples(text, "sluice_config_reloads_total")[0][1] == 1.0
+        up = samples(text, "sluice_service_server_up")
+        assert up == [({"service": "app@file", "url": backend.url}, 1.0)]
     finally:
         await gw.stop()
         await backend.close()
@@ -160,6 +162,36 @@ async def test_raising_middleware_answers_500_and_gateway_keeps_serving(tmp_path
         assert backend.requests[-1].target == "/fine"
         counted = samples(metrics.render()[0].decode(), "sluice_middleware_errors_total")
         assert counted == [({"middleware": "bad@file"}, 1.0)]
+    finally:
+        await gw.stop()
+        await backend.close()
+
+
+async def test_retries_are_counted_per_service(tmp_path):
+    """A request moved off a refusing server counts one retry for its service."""
+    import asyncio
+
+    backend = await RecordingBackend().start()
+    refused = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = refused.sockets[0].getsockname()[1]
+    refused.close()
+    await refused.wait_closed()
+    metrics = create_metrics(Prometheus())
+    text = f"""
+http:
+  routers:
+    app: {{rule: "Host(`app.test`)", service: app}}
+  services:
+    app:
+      loadBalancer:
+        servers: [{{url: "http://127.0.0.1:{port}"}}, {{url: "{backend.url}"}}]
+"""
+    gw = await start_gateway(tmp_path, text, metrics=metrics)
+    try:
+        for _ in range(2):
+            assert (await http_request(gw.port(), get("app.test"))).status == 200
+        retries = samples(metrics.render()[0].decode(), "sluice_service_retries_total")
+        assert retries == [({"service": "app@file"}, 1.0)]
     finally:
         await gw.stop()
         await backend.close()

@@ -40,6 +40,7 @@ class RequestObserver(Protocol):
     def observe_local(self, entry: str, method: bytes, status: int) -> None: ...
     def connection_count(self, entry: str, delta: int) -> None: ...
     def middleware_error(self, router: RouterRuntime) -> None: ...
+    def retry(self, service: str) -> None: ...
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -176,6 +177,10 @@ class EntryPointRuntime:
     def count_middleware_error(self, router: RouterRuntime) -> None:
         if self.observer is not None:
             self.observer.middleware_error(router)
+
+    def count_retry(self, service: str) -> None:
+        if self.observer is not None:
+            self.observer.retry(service)
 
     # -- shutdown ------------------------------------------------------------------
 

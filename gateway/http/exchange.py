@@ -250,6 +250,7 @@ class Exchange:
 
     def _retry_or_fail(self, status: int) -> None:
         if not self.body_sent and len(self.tried) < MAX_ATTEMPTS:
+            self.client.entry.count_retry(self.router.service.name)
             self.forward()
         else:
             self.fail(status)
