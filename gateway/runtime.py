@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from gateway.config.dynamic import DynamicConfig, HealthCheck, HTTPService
 from gateway.config.errors import ConfigError
-from gateway.config.loader import collection_paused
+from gateway.config.merge import collection_paused
 from gateway.config.rule import RuleSyntaxError
 from gateway.config.static import StaticConfig
 from gateway.http.balancer import Balancer, StickyCookie

@@ -40,6 +40,7 @@ _LEX = re.compile(
     )""",
     re.VERBOSE | re.DOTALL,
 )
+_ONE_CALL = re.compile(r"([^\W\d]\w*)\(`([^`]*)`\)")
 _PLAIN = re.compile(r'[^"\\\n]+')
 _SIMPLE_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34}
 _HEX_WIDTH = {"x": 2, "u": 4, "U": 8}
@@ -49,6 +50,19 @@ Token = tuple[str, str, int]  # kind, text, column
 
 def tokens(rule: str) -> list[Token]:
     """The tokens of ``rule``, ending with an ``("end", "", len + 1)`` token."""
+    call = _ONE_CALL.fullmatch(rule)
+    if call is not None:
+        # Most rules are one matcher with one raw string (Host(`a.example`));
+        # one match instead of five keeps a 10,000-router reload quick.
+        name, arg = call.group(1, 2)
+        size = len(name)
+        return [
+            ("ident", name, 1),
+            ("(", "(", size + 1),
+            ("string", arg.replace("\r", ""), size + 2),
+            (")", ")", len(rule)),
+            ("end", "", len(rule) + 1),
+        ]
     found: list[Token] = []
     for m in _LEX.finditer(rule):
         kind = m.lastgroup

@@ -15,7 +15,11 @@ Invariants kept here:
   silently; Go's yaml.v3 rejects it), and merge keys (``<<: *base``) are
   expanded with explicit keys taking precedence;
 * tags outside YAML's core set are rejected: configuration never constructs
-  Python objects.
+  Python objects;
+* YAML text is read by LibYAML when PyYAML has it, and the tree is the one
+  the pure-Python reader builds (only an empty value in a flow mapping may sit
+  on another line); what LibYAML refuses, or the fast path leaves alone, is
+  read again the pure-Python way, so errors keep PyYAML's words.
 """
 
 from __future__ import annotations
@@ -26,11 +30,6 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
-
-try:
-    from yaml._yaml import CParser as _CParser
-except ImportError:  # PyYAML built without LibYAML
-    _CParser = None
 
 from gateway.config.errors import ConfigError, Origin
 from gateway.config.model import frozen_map
@@ -50,10 +49,18 @@ _CONSTRUCT: dict[str, Callable[[yaml.ScalarNode], object]] = {
     _YAML + "int": _constructor.construct_yaml_int,
     _YAML + "float": _constructor.construct_yaml_float,
 }
+_KNOWN_SCALAR_TAGS = _TEXT_TAGS | {_NULL, *_CONSTRUCT}
 # types-PyYAML leaves Resolver.resolve untyped.
 _resolve: Callable[[type[yaml.Node], str, tuple[bool, bool]], str] = (
     yaml.resolver.Resolver().resolve
 )
+# Implicit resolvers by the first character of the plain scalars they may type
+# (the empty one is null); a plain scalar no resolver applies to is a string.
+_RESOLVERS = yaml.resolver.Resolver.yaml_implicit_resolvers
+# LibYAML's parser, when PyYAML was built with it (pip's wheels are).
+_CParser: Any = getattr(yaml, "CSafeLoader", None)
+# Events come from LibYAML untyped; ``type(e) is _ScalarEvent`` is the hot test.
+_ScalarEvent: type[Any] = yaml.ScalarEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +134,13 @@ def compose(text: str, file: str) -> Node | None:
 
     With LibYAML, the tree is built straight from its event stream: composing
     PyYAML nodes first (or using the pure-Python scanner) made a 10,000-router
-    file take seconds. Input LibYAML refuses, or that uses anchors in ways
-    the fast path leaves alone, is parsed again the pure-Python way, so every
-    error reads exactly as PyYAML words it.
+    file take seconds. LibYAML reads a little more than PyYAML's scanner does
+    (a tab as separating space, ``?`` inside a flow scalar); Go's yaml.v3,
+    which Traefik uses, is a port of LibYAML, so those files now load as they
+    do in Traefik.
     """
-    if _CParser is not None:
+    # A byte-order mark past the start is text to PyYAML, not to LibYAML.
+    if _CParser is not None and text.find("\ufeff", 1) < 0:
         try:
             return _EventBuilder(text, file).document()
         except (yaml.YAMLError, _Fallback):
@@ -259,14 +268,14 @@ class _Fallback(Exception):
 class _EventBuilder:
     """Builds the located tree from LibYAML's events, with ``_YamlConverter``'s rules.
 
-    Anchored or aliased keys, complex keys, undefined or repeated anchors and
+    Anchored or aliased keys, complex keys, undefined or repeated anchors,
+    tags outside YAML's core set (LibYAML reads some tags PyYAML refuses) and
     anything LibYAML refuses raise ``_Fallback`` or ``yaml.YAMLError``; the
     caller then takes the pure-Python path, which words those errors.
     """
 
     def __init__(self, text: str, file: str) -> None:
-        assert _CParser is not None
-        self.next = _CParser(text).get_event
+        self.next: Callable[[], Any] = _CParser(text).get_event
         self.file = file
         self.lines: dict[int, Origin] = {}  # one Origin per line, shared
         self.anchors: dict[str, Node] = {}
@@ -303,11 +312,7 @@ class _EventBuilder:
         return found
 
     def empty(self, root: Any) -> bool:
-        return (
-            type(root) is yaml.ScalarEvent
-            and not root.value
-            and self.tag(root) == _NULL
-        )
+        return type(root) is yaml.ScalarEvent and not root.value and self.tag(root) == _NULL
 
     def drain(self) -> None:
         """Read to the end; anything the pure-Python path could word differently falls back."""
@@ -323,7 +328,9 @@ class _EventBuilder:
 
     def tag(self, event: Any) -> str:
         tag: str | None = event.tag
-        if tag is not None and tag != "!":
+        if tag is not None:
+            if tag == "!":
+                raise _Fallback  # LibYAML and PyYAML resolve "!" differently
             return tag
         if not event.implicit[0]:
             return _STR
@@ -333,8 +340,27 @@ class _EventBuilder:
             found = self.tags[text] = _resolve(yaml.ScalarNode, text, event.implicit)
         return found
 
+    def scalar(self, event: Any) -> Scalar:
+        line: int = event.start_mark.line
+        origin = self.lines.get(line) or self.line(line)
+        text: str = event.value
+        if event.tag is None and (
+            not event.implicit[0] or (text[:1] not in _RESOLVERS and None not in _RESOLVERS)
+        ):
+            return Scalar(text, text, origin)  # a string: no resolver applies
+        tag = self.tag(event)
+        if tag not in _KNOWN_SCALAR_TAGS:
+            raise _Fallback
+        return Scalar(scalar_value(tag, text, origin), text, origin)
+
+    def line(self, line: int) -> Origin:
+        found = self.lines[line] = Origin(self.file, line + 1)
+        return found
+
     def node(self, event: Any) -> Node:
         kind = type(event)
+        if kind is _ScalarEvent and event.anchor is None:
+            return self.scalar(event)
         if kind is yaml.AliasEvent:
             anchor = event.anchor
             if anchor in self.open:
@@ -348,22 +374,12 @@ class _EventBuilder:
                 raise _Fallback
             self.open[anchor] = self.origin(event)
         node: Node
-        if kind is yaml.ScalarEvent:
-            origin = self.origin(event)
-            text = event.value
-            node = Scalar(scalar_value(self.tag(event), text, origin), text, origin)
+        if kind is _ScalarEvent:
+            node = self.scalar(event)
         elif kind is yaml.MappingStartEvent:
             node = self.mapping(event)
         elif kind is yaml.SequenceStartEvent:
-            origin = self.origin(event)
-            if event.tag not in (None, "!") and event.tag not in _SEQ_TAGS:
-                raise ConfigError(f"unsupported YAML tag {event.tag}", origin=origin)
-            items: list[Node] = []
-            item = self.next()
-            while type(item) is not yaml.SequenceEndEvent:
-                items.append(self.node(item))
-                item = self.next()
-            node = Seq(tuple(items), origin)
+            node = self.sequence(event)
         else:
             raise _Fallback
         if anchor is not None:
@@ -371,32 +387,54 @@ class _EventBuilder:
             self.anchors[anchor] = node
         return node
 
+    def sequence(self, start: Any) -> Seq:
+        origin = self.origin(start)
+        if start.tag is not None and start.tag not in _SEQ_TAGS:
+            raise _Fallback
+        items: list[Node] = []
+        next_event, node, scalar = self.next, self.node, self.scalar
+        item = next_event()
+        while type(item) is not yaml.SequenceEndEvent:
+            if type(item) is _ScalarEvent and item.anchor is None:
+                items.append(scalar(item))
+            else:
+                items.append(node(item))
+            item = next_event()
+        return Seq(tuple(items), origin)
+
     def mapping(self, start: Any) -> Map:
         origin = self.origin(start)
-        if start.tag not in (None, "!") and start.tag not in _MAP_TAGS:
-            raise ConfigError(f"unsupported YAML tag {start.tag}", origin=origin)
+        if start.tag is not None and start.tag not in _MAP_TAGS:
+            raise _Fallback
         own: dict[str, Entry] = {}
         merged: dict[str, Entry] = {}
+        next_event, node, scalar, lines = self.next, self.node, self.scalar, self.lines
         while True:
-            event = self.next()
-            if type(event) is not yaml.ScalarEvent:
+            event: Any = next_event()
+            if type(event) is not _ScalarEvent or event.anchor is not None:
                 if type(event) is yaml.MappingEndEvent:
                     break
-                raise _Fallback  # an alias or a collection as a key
-            if event.anchor is not None:
-                raise _Fallback
-            at = self.origin(event)
+                raise _Fallback  # an alias, an anchor or a collection as a key
+            line: int = event.start_mark.line
+            at = lines.get(line) or self.line(line)
             key: str = event.value
             if key == "<<" or event.tag is not None:
-                if self.tag(event) == _MERGE:
-                    for entry in self.merge_sources(self.next()):
+                tag = self.tag(event)
+                if tag == _MERGE:
+                    for entry in self.merge_sources(next_event()):
                         merged.setdefault(entry.key, entry)
                     continue
+                if tag not in _KNOWN_SCALAR_TAGS:
+                    raise _Fallback
             if key in own:
                 first = own[key].origin
-                line = first.line if first else 0
-                raise ConfigError(f'duplicate key "{key}" (first at line {line})', origin=at)
-            own[key] = Entry(key, at, self.node(self.next()))
+                number = first.line if first else 0
+                raise ConfigError(f'duplicate key "{key}" (first at line {number})', origin=at)
+            value = next_event()
+            if type(value) is _ScalarEvent and value.anchor is None:
+                own[key] = Entry(key, at, scalar(value))
+            else:
+                own[key] = Entry(key, at, node(value))
         if merged:
             inherited = [e for k, e in merged.items() if k not in own]
             return Map((*inherited, *own.values()), origin)
@@ -432,7 +470,10 @@ def scalar_value(tag: str, text: str, origin: Origin | None) -> object:
     construct = _CONSTRUCT.get(tag)
     if construct is None:
         raise ConfigError(f"unsupported YAML tag {tag}", origin=origin)
-    return construct(yaml.ScalarNode(tag, text))
+    try:
+        return construct(yaml.ScalarNode(tag, text))
+    except (ValueError, KeyError, IndexError):  # a tag its text does not fit: !!int abc
+        raise ConfigError(f'"{text}" is not a valid !!{tag[len(_YAML) :]}', origin=origin) from None
 
 
 # --- Plain Python -------------------------------------------------------------

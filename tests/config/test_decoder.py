@@ -162,17 +162,18 @@ def test_null_required_key_counts_as_missing() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("s: {}", 'expected one of "loadBalancer", "weighted"'),
-        ("s:", 'expected one of "loadBalancer", "weighted"'),
+        ("s: {}", 'expected one of "loadBalancer", "weighted", "failover"'),
+        ("s:", 'expected one of "loadBalancer", "weighted", "failover"'),
         (
             "s: {loadBalancer: {}, weighted: {}}",
-            'only one of "loadBalancer", "weighted" may be set, got loadBalancer and weighted',
+            'only one of "loadBalancer", "weighted", "failover" may be set, '
+            "got loadBalancer and weighted",
         ),
     ],
     ids=["none", "null", "both"],
 )
 def test_service_needs_exactly_one_kind(body: str, message: str) -> None:
-    """A service is a loadBalancer or a weighted service, exactly one."""
+    """A service is a loadBalancer, a weighted or a failover service, exactly one."""
     err = error_of(f"http:\n  services:\n    {body}\n")
     assert err.message == message
     assert err.path == "http.services.s"
