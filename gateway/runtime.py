@@ -16,12 +16,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from gateway.config.dynamic import DynamicConfig, HealthCheck, HTTPService
+from gateway.config.dynamic import DynamicConfig, HealthCheck, HTTPService, ServersTransport
 from gateway.config.errors import ConfigError
 from gateway.config.merge import collection_paused
 from gateway.config.rule import RuleSyntaxError
 from gateway.config.static import StaticConfig
-from gateway.http.balancer import Balancer, StickyCookie
+from gateway.http.balancer import Balancer, Failover, StickyCookie
 from gateway.http.exchange import proxy_terminal
 from gateway.http.health import HealthChecker, HealthTarget
 from gateway.http.router_table import RouterTable, RouteSpec
@@ -71,6 +71,7 @@ class Compiler:
         self.on_server_change = on_server_change
         self.generation = 0
         self.previous: Compiled | None = None
+        self.current: DynamicConfig | None = None
 
     def compile(self, config: DynamicConfig) -> Compiled:
         """Compile ``config``; raises ConfigError for what validation cannot see."""
@@ -79,6 +80,7 @@ class Compiler:
 
     def _compile(self, config: DynamicConfig) -> Compiled:
         self.generation += 1
+        self.current = config
         old_servers = self.previous.servers if self.previous else {}
         servers: dict[tuple[str, str], UpstreamServer] = {}
         services: dict[str, ServiceRuntime] = {}
@@ -160,6 +162,19 @@ class Compiler:
                 )
         states: dict[str, HTTPState] = {}
         for ep, routes in specs.items():
+            if ep in tls_eps and self.static.entry_points[ep].http.tls is None:
+                # Traefik keeps TLS and plain routers apart on one port by
+                # peeking at the first byte; Sluice serves an entry point
+                # either way, so a plain router there would answer over TLS.
+                plain = [r.name for r in routes if not r.target.tls]
+                if plain:
+                    log.warning(
+                        "entry point %s serves TLS for its tls routers; routers without tls "
+                        "are not served on it: %s (give them an entry point of their own)",
+                        ep,
+                        ", ".join(sorted(plain)),
+                    )
+                    routes = [r for r in routes if r.target.tls]
             try:
                 table = RouterTable.build(routes)
             except RuleSyntaxError as exc:
@@ -213,6 +228,14 @@ class Compiler:
         )
         return HealthJob(service=service, checker=checker, servers=members)
 
+    def _transport(self, name: str) -> ServersTransport:
+        """A service's serversTransport: the named dynamic one, else the static default."""
+        if name and self.current is not None:
+            found = self.current.http.servers_transports.get(name)
+            if found is not None:
+                return found
+        return self.static.servers_transport
+
     def _response_header_timeout(self, transport: str, config: DynamicConfig) -> float:
         if transport:
             st = config.http.servers_transports.get(transport)
@@ -239,29 +262,39 @@ class Compiler:
                 else None
             )
             return Balancer(name, children, [ref.weight for ref in w.services], sticky=sticky)
+        if svc.failover is not None:
+            f = svc.failover
+            inner = (*stack, name)
+            return Failover(name, balancer_for(f.service, inner), balancer_for(f.fallback, inner))
         lb = svc.load_balancer
         assert lb is not None
-        transport = self.static.servers_transport
+        transport = self._transport(lb.servers_transport)
         insecure, root_cas = transport.insecure_skip_verify, transport.root_c_as
         timeouts = transport.forwarding_timeouts
-        max_idle = transport.max_idle_conns_per_host
+        passive = lb.passive_health_check
+        ssl_ctx = None
         members: list[UpstreamServer] = []
         for server_cfg in lb.servers:
             key = (name, server_cfg.url)
             server = old.get(key)
-            if server is None or server.weight != server_cfg.weight:
-                ssl_ctx = None
-                if server_cfg.url.startswith("https:"):
-                    ssl_ctx = build_client_tls(insecure, root_cas, "")
+            if server is None or server.weight != server_cfg.weight or (
+                server.transport != transport
+            ):
+                if server_cfg.url.startswith("https:") and ssl_ctx is None:
+                    ssl_ctx = build_client_tls(insecure, root_cas, transport.server_name)
                 server = UpstreamServer(
                     server_cfg.url,
                     weight=server_cfg.weight,
                     service=name,
                     ssl_context=ssl_ctx,
-                    max_idle=max_idle,
+                    max_idle=transport.max_idle_conns_per_host,
                     dial_timeout=timeouts.dial_timeout,
                     idle_timeout=timeouts.idle_conn_timeout,
                 )
+                server.transport = transport
+            if passive is not None:
+                server.max_failures = max(1, passive.max_failed_attempts)
+                server.failure_window = passive.failure_window
             servers[key] = server
             members.append(server)
         if lb.health_check is not None:

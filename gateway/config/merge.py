@@ -263,6 +263,14 @@ def _service_refs(service: HTTPService, ref: Callable[[str], str]) -> HTTPServic
         return dataclasses.replace(
             service, weighted=dataclasses.replace(weighted, services=members)
         )
+    if service.failover is not None:
+        failover = service.failover
+        return dataclasses.replace(
+            service,
+            failover=dataclasses.replace(
+                failover, service=ref(failover.service), fallback=ref(failover.fallback)
+            ),
+        )
     return service
 
 

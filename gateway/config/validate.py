@@ -96,6 +96,13 @@ class _Checker:
                 self.load_balancer(f"{base}.loadBalancer", service.load_balancer)
             if service.weighted is not None:
                 self.weighted(f"{base}.weighted", service.weighted)
+            if service.failover is not None:
+                for key in ("service", "fallback"):
+                    target = getattr(service.failover, key)
+                    if target not in self.config.http.services:
+                        self.unknown(
+                            f"{base}.failover.{key}", "service", target, self.config.http.services
+                        )
         self.cycles()
 
     def load_balancer(self, base: str, lb: ServersLoadBalancer) -> None:
@@ -132,6 +139,9 @@ class _Checker:
         for name, service in services.items():
             if service.weighted is not None:
                 graph[name] = [m.name for m in service.weighted.services if m.name in services]
+            elif service.failover is not None:
+                pair = (service.failover.service, service.failover.fallback)
+                graph[name] = [n for n in pair if n in services]
         done: set[str] = set()
         for start in graph:
             if start in done:
@@ -152,7 +162,7 @@ class _Checker:
                     loop = [*trail[trail.index(nxt) :], nxt]
                     self.fail(
                         f"http.services.{nxt}.weighted.services",
-                        "weighted services form a cycle: " + " -> ".join(loop),
+                        "services form a cycle: " + " -> ".join(loop),
                     )
                 elif nxt not in done and nxt in graph:
                     trail.append(nxt)

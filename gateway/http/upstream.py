@@ -71,6 +71,7 @@ class UpstreamServer:
         "max_failures",
         "failure_window",
         "failures",
+        "transport",
     )
 
     def __init__(
@@ -112,6 +113,8 @@ class UpstreamServer:
         self.max_failures = 1
         self.failure_window = PASSIVE_EJECTION_SECONDS
         self.failures: deque[float] = deque()
+        # The serversTransport configuration this server was built with.
+        self.transport: object = None
 
     def available(self, now: float) -> bool:
         """Healthy by the last check and not passively ejected."""

@@ -453,9 +453,12 @@ async def test_websocket_upgrade_is_tunnelled(tmp_path):
     port = runner.addresses[0][1]
     gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
     try:
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-            f"http://127.0.0.1:{gw.port()}/ws", headers={"Host": "app.test"}
-        ) as ws:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"http://127.0.0.1:{gw.port()}/ws", headers={"Host": "app.test"}
+            ) as ws,
+        ):
             for text in ("one", "two", "x" * 100_000):
                 await ws.send_str(text)
                 msg = await asyncio.wait_for(ws.receive(), 5)
@@ -587,8 +590,9 @@ async def test_reset_after_request_is_502_and_not_replayed(tmp_path):
     backend.responder = hang_up
     gw = await start_gateway(tmp_path, one_router(backend.url))
     try:
-        reply = await http_request(gw.port(), b"POST /once HTTP/1.1\r\nHost: app.test\r\n"
-                                   b"Content-Length: 2\r\n\r\nhi")
+        reply = await http_request(
+            gw.port(), b"POST /once HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nhi"
+        )
         assert reply.status == 502
         assert calls == ["/once"]
     finally:
@@ -625,9 +629,12 @@ http:
 """
     gw = await start_gateway(tmp_path, dynamic)
     try:
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-            f"http://127.0.0.1:{gw.port()}/ws", headers={"Host": "app.test"}
-        ) as ws:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"http://127.0.0.1:{gw.port()}/ws", headers={"Host": "app.test"}
+            ) as ws,
+        ):
             assert ws._response.headers.get("X-Tag") == "1"
             await ws.send_str("hi")
             msg = await asyncio.wait_for(ws.receive(), 5)
@@ -649,3 +656,77 @@ async def test_unrouted_request_pipelined_behind_a_proxied_one_gets_its_404(tmp_
         writer.close()
     finally:
         await gw.stop()
+
+
+async def test_failover_service_switches_to_fallback_and_back(tmp_path):
+    """A failover service uses its fallback while the main service has no healthy server."""
+    main = await RecordingBackend().start()
+    spare = await RecordingBackend().start()
+    dynamic = f"""
+http:
+  routers:
+    app: {{rule: "Host(`app.test`)", service: both}}
+  services:
+    both:
+      failover: {{service: main, fallback: spare}}
+    main:
+      loadBalancer: {{servers: [{{url: "{main.url}"}}]}}
+    spare:
+      loadBalancer: {{servers: [{{url: "{spare.url}"}}]}}
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        assert (await http_request(gw.port(), get("app.test", "/a"))).status == 200
+        assert [s.target for s in main.requests] == ["/a"]
+        server = gw.gateway.compiled.servers[("main@file", main.url)]  # type: ignore[union-attr]
+        server.set_healthy(False)
+        assert (await http_request(gw.port(), get("app.test", "/b"))).status == 200
+        assert [s.target for s in spare.requests] == ["/b"]
+        server.set_healthy(True)
+        assert (await http_request(gw.port(), get("app.test", "/c"))).status == 200
+        assert [s.target for s in main.requests] == ["/a", "/c"]
+    finally:
+        await gw.stop()
+        await main.close()
+        await spare.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["rootCAs", "untrusted"])
+async def test_https_upstream_verified_with_servers_transport(tmp_path, trusted):
+    """An https server is reached when its CA is in the serversTransport's rootCAs, else 502."""
+    import ssl
+
+    from tests.certs import make_ca
+
+    ca = make_ca(tmp_path)
+    cert, key = ca.issue(tmp_path, ["127.0.0.1"])
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def secure(request: web.Request) -> web.Response:
+        return web.Response(text="secure")
+
+    app = web.Application()
+    app.router.add_get("/", secure)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+    port = runner.addresses[0][1]
+    roots = f'rootCAs: ["{ca.cert_path}"]' if trusted else ""
+    dynamic = (
+        one_router(f"https://127.0.0.1:{port}", extra_lb="        serversTransport: tls\n")
+        + f"""
+  serversTransports:
+    tls: {{{roots}}}
+"""
+    )
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        reply = await http_request(gw.port(), get("app.test"))
+        if trusted:
+            assert (reply.status, reply.body) == (200, b"secure")
+        else:
+            assert reply.status == 502
+    finally:
+        await gw.stop()
+        await runner.cleanup()

@@ -145,3 +145,24 @@ async def test_entry_point_switches_to_tls_when_its_routers_do(tmp_path: Path) -
     finally:
         await gw.stop()
         await backend.close()
+
+
+async def test_plain_router_is_not_served_over_tls(tmp_path: Path) -> None:
+    """On an entry point serving TLS, a router without `tls` does not answer."""
+    ca = make_ca(tmp_path)
+    a = ca.issue(tmp_path, ["a.test"])
+    b = ca.issue(tmp_path, ["b.test"])
+    backend = await RecordingBackend().start()
+    mixed = tls_config(backend.url, a, b).replace(
+        "      rule: Host(`b.test`)\n      service: app\n      tls: {}\n",
+        "      rule: Host(`b.test`)\n      service: app\n",
+    )
+    gw = await start_gateway(tmp_path, mixed)
+    try:
+        _, status, _ = await tls_get(gw.port(), str(ca.cert_path), "a.test", "a.test")
+        assert status == 200
+        _, status, _ = await tls_get(gw.port(), str(ca.cert_path), "b.test", "b.test")
+        assert status == 404
+    finally:
+        await gw.stop()
+        await backend.close()
