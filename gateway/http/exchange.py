@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 _BODY_BUFFER_LIMIT = 256 * 1024
 
+_DIALS: set[asyncio.Task[None]] = set()
+
 _FORWARDED_BLOCKS: dict[tuple[bytes, bytes, bytes], tuple[bytes, bytes]] = {}
 
 
@@ -227,7 +229,10 @@ class Exchange:
         if conn is not None:
             self._send_request(conn)
         else:
-            asyncio.get_running_loop().create_task(self._dial(pick.server))
+            # The loop holds tasks weakly: keep the dial alive until it is done.
+            task = asyncio.get_running_loop().create_task(self._dial(pick.server))
+            _DIALS.add(task)
+            task.add_done_callback(_DIALS.discard)
 
     async def _dial(self, server: UpstreamServer) -> None:
         try:
@@ -381,17 +386,20 @@ class Exchange:
         parts = [wire.status_line(status, reason if status != 200 else b"")]
         drop: frozenset[bytes] | None = None
         length = -1
+        hop_by_hop = wire.HOP_BY_HOP
         for name, value in headers:
             lname = name.lower()
-            if lname in wire.HOP_BY_HOP:
+            if lname in hop_by_hop:
                 if lname == b"connection":
-                    drop = wire.connection_tokens([value]) | (drop or frozenset())
+                    named = _connection_drops(value)
+                    if named:
+                        drop = named | drop if drop else named
                 continue
             if lname == b"content-length":
                 length = int(value) if value.strip().isdigit() else -1
             parts += (name, b": ", value, b"\r\n")
         if drop:
-            parts = [p for p in _without(parts, drop)]
+            parts = _without(parts, drop)
         if self.cookies:
             for cookie in self.cookies:
                 parts += (b"Set-Cookie: ", cookie, b"\r\n")
@@ -570,6 +578,23 @@ class Exchange:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.cancel()
+
+
+_CONNECTION_DROPS: dict[bytes, frozenset[bytes]] = {}
+
+
+def _connection_drops(value: bytes) -> frozenset[bytes]:
+    """Fields a response's ``Connection`` value names beyond the hop-by-hop ones.
+
+    Those are skipped anyway, so the usual ``keep-alive`` names nothing more
+    and the response head needs no second pass. Cached: upstreams repeat it.
+    """
+    named = _CONNECTION_DROPS.get(value)
+    if named is None:
+        if len(_CONNECTION_DROPS) > 1_000:
+            _CONNECTION_DROPS.clear()
+        named = _CONNECTION_DROPS[value] = wire.connection_tokens([value]) - wire.HOP_BY_HOP
+    return named
 
 
 def _without(parts: list[bytes], names: frozenset[bytes]) -> list[bytes]:

@@ -97,6 +97,9 @@ class ClientConnection(asyncio.Protocol):
         self.expect_continue = False
         self.upgrade_value = b""
         self.request_host = b""
+        # The last Host routed on this connection (validated) and its name.
+        self.last_host = b"\0"
+        self.last_hostname = ""
         self.http11 = True
         # Exchanges: the one being answered, and pipelined ones waiting.
         self.active: Exchange | None = None
@@ -287,7 +290,8 @@ class ClientConnection(asyncio.Protocol):
         hosts = self.host_values
         if len(hosts) == 1:
             host = hosts[0]
-            if not wire.is_valid_host(host):
+            # Keep-alive clients repeat their Host: the last one was valid.
+            if host != self.last_host and not wire.is_valid_host(host):
                 # llhttp keeps trailing OWS, which is no part of a field value
                 # (RFC 9110 5.5); strip it only here, off the common path.
                 host = host.rstrip(b" \t")
@@ -371,7 +375,12 @@ class ClientConnection(asyncio.Protocol):
             keep_alive = False
         raw_path, _, query = self.url.partition(b"?")
         raw_path = raw_path.partition(b"#")[0]
-        hostname, _ = wire.split_host_port(host)
+        if host == self.last_host:
+            hostname = self.last_hostname
+        else:
+            hostname = wire.split_host_port(host)[0]
+            self.last_host = host
+            self.last_hostname = hostname
         request = Request(
             method=method.decode("latin-1"),
             raw_path=raw_path.decode("latin-1"),
