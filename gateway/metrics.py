@@ -6,9 +6,17 @@ the static ``metrics.prometheus`` section: a switch that is off removes its
 whole family, as in Traefik.
 
 The data path calls one method per finished request,
-``RequestMetrics.observe``. It looks the labelled children up in a dict keyed
+``RequestMetrics.observe``. It looks the request's tally up in a dict keyed
 by the raw label tuple, because ``prometheus_client``'s ``.labels()`` validates
-and stringifies on every call; only a cache miss pays for that.
+and stringifies on every call; only a cache miss pays for that. The tally is
+plain Python arithmetic (a count, a sum, a bucket index found by bisection);
+it reaches the labelled ``prometheus_client`` children, whose every update
+takes a lock (and in multi-process mode writes an mmap file), in a batch:
+``RequestMetrics.flush`` runs at most ``FLUSH_SECONDS`` after the first
+request since the last flush, on the loop that counted it, and ``render``
+flushes first (on that loop, when called from another thread), so what
+``/metrics`` shows in this process is exact. Other processes reading the
+shared directory see a worker's requests within ``FLUSH_SECONDS``.
 
 Multi-process mode (N workers on SO_REUSEPORT plus a supervisor) uses
 ``prometheus_client``'s mmap files in one shared directory. The library picks
@@ -44,10 +52,13 @@ process that performs them, or the totals count each reload once per worker.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable
+from bisect import bisect_left
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,7 +85,8 @@ OTHER_METHOD = "EXTENSION_METHOD"
 # renames) could grow it forever, so it is dropped and refilled past this size.
 _CACHE_LIMIT = 50_000
 
-_Observe = tuple[tuple[Callable[[], None], Callable[[float], None]], ...]
+# How long counted requests may wait before reaching the prometheus children.
+FLUSH_SECONDS = 0.5
 
 
 class GaugeHandle(Protocol):
@@ -138,10 +150,33 @@ def render_multiprocess(directory: Path) -> tuple[bytes, str]:
     return exposition.generate_latest(registry), exposition.CONTENT_TYPE_LATEST
 
 
+class _Tally:
+    """Requests of one label set not yet flushed into their prometheus children."""
+
+    __slots__ = ("count", "total", "buckets", "series")
+
+    def __init__(self, series: tuple[tuple[Counter, Histogram], ...], buckets: int) -> None:
+        self.count = 0
+        self.total = 0.0
+        # Per-bucket (not cumulative) counts, as ``Histogram`` stores them.
+        self.buckets = [0] * buckets
+        self.series = series
+
+
 class RequestMetrics:
     """The per-request hot path: one ``observe`` per finished request."""
 
-    __slots__ = ("_cache", "_entry_point", "_router", "_service")
+    __slots__ = (
+        "_cache",
+        "_entry_point",
+        "_router",
+        "_service",
+        "_bounds",
+        "_dirty",
+        "_timer",
+        "_loop",
+        "_loop_thread",
+    )
 
     def __init__(
         self,
@@ -152,7 +187,14 @@ class RequestMetrics:
         self._entry_point = entry_point
         self._router = router
         self._service = service
-        self._cache: dict[tuple[str, str, str, str, int, str], _Observe] = {}
+        self._cache: dict[tuple[str, str, str, str, int, str], _Tally] = {}
+        families = [f for f in (entry_point, router, service) if f is not None]
+        # Every family is built from the same bucket list, +Inf included.
+        self._bounds: list[float] = list(families[0][1]._upper_bounds) if families else []
+        self._dirty: list[_Tally] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     def observe(
         self,
@@ -170,14 +212,77 @@ class RequestMetrics:
         those count at the entry point only, as in Traefik.
         """
         key = (entry_point, router, service, method, code, protocol)
-        series = self._cache.get(key)
-        if series is None:
-            series = self._resolve(key)
-        for inc, obs in series:
-            inc()
-            obs(seconds)
+        tally = self._cache.get(key)
+        if tally is None:
+            tally = self._resolve(key)
+        if not tally.series:
+            return
+        # Histogram.observe's rule: the first bucket whose bound is >= the value.
+        tally.buckets[bisect_left(self._bounds, seconds)] += 1
+        tally.total += seconds
+        tally.count += 1
+        if tally.count == 1:
+            self._dirty.append(tally)
+            self._schedule()
 
-    def _resolve(self, key: tuple[str, str, str, str, int, str]) -> _Observe:
+    def _schedule(self) -> None:
+        loop = self._loop
+        if self._timer is not None and loop is not None and not loop.is_closed():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # counted outside a loop (tests, tools): render() flushes
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._timer = loop.call_later(FLUSH_SECONDS, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Move every pending tally into its prometheus children (loop thread only)."""
+        dirty, self._dirty = self._dirty, []
+        for tally in dirty:
+            count, total, buckets = tally.count, tally.total, tally.buckets
+            tally.count = 0
+            tally.total = 0.0
+            tally.buckets = [0] * len(buckets)
+            for counter, histogram in tally.series:
+                counter.inc(count)
+                # Histogram.observe's updates, one per bucket instead of per request.
+                histogram._sum.inc(total)
+                children = histogram._buckets
+                for i, n in enumerate(buckets):
+                    if n:
+                        children[i].inc(n)
+
+    def sync(self) -> None:
+        """Flush from any thread: on the counting loop when it runs elsewhere."""
+        loop = self._loop
+        if (
+            loop is None
+            or self._loop_thread == threading.get_ident()
+            or loop.is_closed()
+            or not loop.is_running()
+        ):
+            self.flush()
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            self.flush()
+            done.set()
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # closed in the meantime: nothing counts any more
+            self.flush()
+            return
+        done.wait(1.0)
+
+    def _resolve(self, key: tuple[str, str, str, str, int, str]) -> _Tally:
         entry_point, router, service, method, code, protocol = key
         if method not in KNOWN_METHODS and method != OTHER_METHOD:
             # Not cached under the raw method: unknown methods must not grow the cache.
@@ -185,24 +290,25 @@ class RequestMetrics:
             cached = self._cache.get(normal)
             return cached if cached is not None else self._resolve(normal)
         status = str(code)
-        series: list[tuple[Callable[[], None], Callable[[float], None]]] = []
+        series: list[tuple[Counter, Histogram]] = []
         if self._entry_point is not None:
             counter, histogram = self._entry_point
             labels = (entry_point, method, status, protocol)
-            series.append((counter.labels(*labels).inc, histogram.labels(*labels).observe))
+            series.append((counter.labels(*labels), histogram.labels(*labels)))
         if self._router is not None and router:
             counter, histogram = self._router
             labels = (router, service, method, status)
-            series.append((counter.labels(*labels).inc, histogram.labels(*labels).observe))
+            series.append((counter.labels(*labels), histogram.labels(*labels)))
         if self._service is not None and service:
             counter, histogram = self._service
             svc = (service, method, status)
-            series.append((counter.labels(*svc).inc, histogram.labels(*svc).observe))
+            series.append((counter.labels(*svc), histogram.labels(*svc)))
         if len(self._cache) >= _CACHE_LIMIT:
+            # Tallies still pending stay in the dirty list and flush normally.
             self._cache.clear()
-        result = tuple(series)
-        self._cache[key] = result
-        return result
+        tally = _Tally(tuple(series), len(self._bounds))
+        self._cache[key] = tally
+        return tally
 
 
 class Metrics:
@@ -301,6 +407,9 @@ class Metrics:
             registry=registry,
         )
         self._connections: dict[tuple[str, str], GaugeHandle] = {}
+        if multiprocess_dir is not None:
+            # The files outlive the worker: what it counted last must reach them.
+            atexit.register(self.requests.flush)
 
     @property
     def multiprocess(self) -> bool:
@@ -350,6 +459,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type; summed over processes when shared."""
+        self.requests.sync()
         if self.multiprocess_dir is not None:
             return render_multiprocess(self.multiprocess_dir)
         from prometheus_client import exposition

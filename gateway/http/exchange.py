@@ -286,7 +286,11 @@ class Exchange:
         client = self.client
         raw = request.headers.raw
         drop = client.connection_tokens
-        target = request.target.encode("latin-1") if request.router else self.target
+        target = self.target
+        if self.router.chain is not None or b"#" in target or target[-1:] == b"?":
+            # What a middleware may have rewritten, or the sent target without
+            # its fragment or empty query, as Request.target gives it.
+            target = request.target.encode("latin-1")
         if server.base_path:
             target = server.base_path.encode("latin-1") + target
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
@@ -386,16 +390,17 @@ class Exchange:
         parts = [wire.status_line(status, reason if status != 200 else b"")]
         drop: frozenset[bytes] | None = None
         length = -1
-        hop_by_hop = wire.HOP_BY_HOP
+        watched = _RESPONSE_FIELDS
         for name, value in headers:
-            lname = name.lower()
-            if lname in hop_by_hop:
-                if lname == b"connection":
+            kind = watched.get(name.lower())
+            if kind is not None:
+                if kind == _HOP_BY_HOP:
+                    continue
+                if kind == _CONNECTION:
                     named = _connection_drops(value)
                     if named:
                         drop = named | drop if drop else named
-                continue
-            if lname == b"content-length":
+                    continue
                 length = int(value) if value.strip().isdigit() else -1
             parts += (name, b": ", value, b"\r\n")
         if drop:
@@ -579,6 +584,12 @@ class Exchange:
         if waiter is not None and not waiter.done():
             waiter.cancel()
 
+
+# Response fields _send_head does more with than copy: one lookup per field.
+_HOP_BY_HOP, _CONNECTION, _CONTENT_LENGTH = range(3)
+_RESPONSE_FIELDS = {name: _HOP_BY_HOP for name in wire.HOP_BY_HOP}
+_RESPONSE_FIELDS[b"connection"] = _CONNECTION
+_RESPONSE_FIELDS[b"content-length"] = _CONTENT_LENGTH
 
 _CONNECTION_DROPS: dict[bytes, frozenset[bytes]] = {}
 

@@ -43,6 +43,21 @@ log = logging.getLogger(__name__)
 
 _MAX_PIPELINED = 16
 _NO_TOKENS: frozenset[bytes] = frozenset()
+# Request fields the parser callbacks act on, beyond forwarding them.
+_HOST, _TRANSFER_ENCODING, _CONNECTION, _CONTENT_LENGTH, _EXPECT, _UPGRADE = range(6)
+_WATCHED_FIELDS = {
+    b"host": _HOST,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"content-length": _CONTENT_LENGTH,
+    b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
+}
+# Request.method for the common methods, without a decode per request.
+_METHOD_NAMES = {
+    m: m.decode("ascii")
+    for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT")
+}
 
 
 class RejectRequest(Exception):
@@ -254,20 +269,23 @@ class ClientConnection(asyncio.Protocol):
             # head that middleware saw and that may not have been sent yet.
             return
         self.headers.append((name, value))
-        lname = name.lower()
-        if lname == b"host":
+        # One lookup settles the common case: a field the gateway only forwards.
+        kind = _WATCHED_FIELDS.get(name.lower())
+        if kind is None:
+            return
+        if kind == _HOST:
             self.host_values.append(value)
-        elif lname == b"transfer-encoding":
+        elif kind == _TRANSFER_ENCODING:
             self.te_values.append(value)
-        elif lname == b"connection":
+        elif kind == _CONNECTION:
             self.connection_values.append(value)
-        elif lname == b"content-length":
+        elif kind == _CONTENT_LENGTH:
             self.content_length = int(value)
-        elif lname == b"expect":
+        elif kind == _EXPECT:
             if value.strip().lower() != b"100-continue":
                 raise RejectRequest(417, "unsupported expectation")
             self.expect_continue = True
-        elif lname == b"upgrade":
+        else:
             self.upgrade_value = value
 
     def on_headers_complete(self) -> None:
@@ -374,17 +392,21 @@ class ClientConnection(asyncio.Protocol):
         if limit and self.requests >= limit:
             keep_alive = False
         raw_path, _, query = self.url.partition(b"?")
-        raw_path = raw_path.partition(b"#")[0]
+        if b"#" in raw_path:
+            raw_path = raw_path.partition(b"#")[0]
         if host == self.last_host:
             hostname = self.last_hostname
         else:
             hostname = wire.split_host_port(host)[0]
             self.last_host = host
             self.last_hostname = hostname
+        method_name = _METHOD_NAMES.get(method)
+        if method_name is None:
+            method_name = method.decode("latin-1")
         request = Request(
-            method=method.decode("latin-1"),
+            method=method_name,
             raw_path=raw_path.decode("latin-1"),
-            query=query.decode("latin-1"),
+            query=query.decode("latin-1") if query else "",
             headers=Headers(self.headers),
             host=hostname,
             client_ip=self.client_ip,
@@ -412,7 +434,7 @@ class ClientConnection(asyncio.Protocol):
             router,
             method=method,
             target=self.url,
-            version=version.encode("ascii"),
+            version=b"1.1" if self.http11 else b"1.0",
             keep_alive=keep_alive,
             has_body=has_body,
             expect_continue=self.expect_continue,

@@ -177,10 +177,11 @@ class ConnectionPool:
 
     def release(self, conn: ResponseConnection) -> None:
         """Return a connection after a complete keep-alive exchange."""
-        if len(self.idle) >= self.max_idle or not self.server.available(time.monotonic()):
+        now = time.monotonic()
+        if len(self.idle) >= self.max_idle or not self.server.available(now):
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = now
         self.idle.append(conn)
 
     async def dial(self) -> ResponseConnection:
