@@ -213,3 +213,12 @@ async def http_request(port: int, raw: bytes, *, head_only: bool = False) -> Rep
 
 def get(host: str, path: str = "/", extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+async def closed_port() -> int:
+    """A 127.0.0.1 port that was just free: connecting to it is refused."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    return int(port)

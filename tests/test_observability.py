@@ -17,7 +17,7 @@ from gateway.config.static import Prometheus
 from gateway.metrics import create_metrics
 from middleware.contract import Handler, Request, Response
 from middleware.registry import BUILTINS
-from tests.backends import RecordingBackend, get, http_request
+from tests.backends import RecordingBackend, closed_port, get, http_request
 from tests.harness import start_gateway
 
 
@@ -169,13 +169,8 @@ async def test_raising_middleware_answers_500_and_gateway_keeps_serving(tmp_path
 
 async def test_retries_are_counted_per_service(tmp_path):
     """A request moved off a refusing server counts one retry for its service."""
-    import asyncio
-
     backend = await RecordingBackend().start()
-    refused = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = refused.sockets[0].getsockname()[1]
-    refused.close()
-    await refused.wait_closed()
+    port = await closed_port()
     metrics = create_metrics(Prometheus())
     text = f"""
 http:

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.backends import RecordingBackend, Seen, get, http_request, read_reply
+from tests.backends import RecordingBackend, Seen, closed_port, get, http_request, read_reply
 from tests.harness import start_gateway
 
 
@@ -109,17 +109,9 @@ http:
         await gw.stop()
 
 
-async def _closed_port() -> int:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    return int(port)
-
-
 async def test_refused_backend_is_502(tmp_path):
     """When every server refuses connections the client gets 502."""
-    port = await _closed_port()
+    port = await closed_port()
     gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
     try:
         assert (await http_request(gw.port(), get("app.test"))).status == 502
@@ -129,7 +121,7 @@ async def test_refused_backend_is_502(tmp_path):
 
 async def test_dead_server_costs_no_request(tmp_path, backend):
     """A refusing server is taken out at once and its requests go to the live one."""
-    port = await _closed_port()
+    port = await closed_port()
     dynamic = f"""
 http:
   routers:
@@ -434,8 +426,8 @@ http:
         await gw.stop()
 
 
-async def test_websocket_upgrade_is_tunnelled(tmp_path):
-    """A WebSocket upgrade is passed through and frames flow both ways."""
+async def ws_echo_backend() -> tuple[web.AppRunner, int]:
+    """An aiohttp WebSocket server on 127.0.0.1 that echoes each text frame as "echo:<text>"."""
 
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -448,9 +440,14 @@ async def test_websocket_upgrade_is_tunnelled(tmp_path):
     app.router.add_get("/ws", ws_handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
+async def test_websocket_upgrade_is_tunnelled(tmp_path):
+    """A WebSocket upgrade is passed through and frames flow both ways."""
+
+    runner, port = await ws_echo_backend()
     gw = await start_gateway(tmp_path, one_router(f"http://127.0.0.1:{port}"))
     try:
         async with (
@@ -603,19 +600,7 @@ async def test_reset_after_request_is_502_and_not_replayed(tmp_path):
 async def test_websocket_upgrade_through_middleware(tmp_path):
     """An upgrade passes through a router with middleware, and frames still flow."""
 
-    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            await ws.send_str("echo:" + msg.data)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", ws_handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
+    runner, port = await ws_echo_backend()
     dynamic = f"""
 http:
   routers:

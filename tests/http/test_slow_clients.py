@@ -47,7 +47,7 @@ HEAD = b"GET / HTTP/1.1\r\nHost: a.test\r\n"
 
 def static_config(idle_timeout: float, read_timeout: float = 60) -> str:
     return (
-        "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\n    transport:\n"
+        'entryPoints:\n  web:\n    address: "127.0.0.1:0"\n    transport:\n'
         "      respondingTimeouts:\n"
         f"        readHeaderTimeout: {HEADER_TIMEOUT}s\n"
         f"        readTimeout: {read_timeout}s\n"
@@ -108,6 +108,32 @@ async def wait_cut_off(
     return data, elapsed
 
 
+async def trickle_until_cut(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, bound: float
+) -> tuple[bytes, float]:
+    """Send ``data`` a byte per 200 ms until the gateway cuts us off; its answer and the time."""
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for i in range(len(data)):
+                writer.write(data[i : i + 1])
+                await writer.drain()
+                # Pacing the attack, not synchronizing the test.
+                await asyncio.sleep(0.2)
+
+    start = time.monotonic()
+    sender = asyncio.create_task(trickle())
+    try:
+        answer = await read_to_eof(reader, bound)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+    elapsed = time.monotonic() - start
+    await close(writer)
+    return answer, elapsed
+
+
 async def test_partial_head_gets_408_at_the_header_deadline(tmp_path: Path) -> None:
     """A head left unfinished is answered 408 and closed once readHeaderTimeout passes."""
     async with proxied(tmp_path, idle_timeout=60) as proxy:
@@ -126,24 +152,7 @@ async def test_slowloris_is_cut_at_the_header_deadline(tmp_path: Path) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         head = HEAD + b"X-Slow: " + b"s" * 100 + b"\r\n\r\n"
 
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                for i in range(len(head)):
-                    writer.write(head[i : i + 1])
-                    await writer.drain()
-                    # Pacing the attack, not synchronizing the test.
-                    await asyncio.sleep(0.2)
-
-        start = time.monotonic()
-        sender = asyncio.create_task(trickle())
-        try:
-            data = await read_to_eof(reader, HEADER_TIMEOUT + LATE)
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-        elapsed = time.monotonic() - start
-        await close(writer)
+        data, elapsed = await trickle_until_cut(reader, writer, head, HEADER_TIMEOUT + LATE)
         assert_refused(data, 408)
         assert elapsed >= HEADER_TIMEOUT * 0.95
         assert proxy.record.received == 0
@@ -193,9 +202,7 @@ async def test_idle_keep_alive_connection_is_closed_silently(tmp_path: Path) -> 
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         answer = parse_answers(head)[0]
         assert answer.status == 200 and b"connection" not in answer.headers
-        body = await asyncio.wait_for(
-            reader.readexactly(int(answer.headers[b"content-length"])), 5
-        )
+        body = await asyncio.wait_for(reader.readexactly(int(answer.headers[b"content-length"])), 5)
         assert body == b"ok"
         data, elapsed = await wait_cut_off(reader, writer, idle + LATE)
         assert data == b""
@@ -241,23 +248,6 @@ async def test_slow_body_is_cut_at_the_read_deadline(tmp_path: Path) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1000\r\n\r\n")
 
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                for _ in range(1000):
-                    writer.write(b"x")
-                    await writer.drain()
-                    # Pacing the attack, not synchronizing the test.
-                    await asyncio.sleep(0.2)
-
-        start = time.monotonic()
-        sender = asyncio.create_task(trickle())
-        try:
-            data = await read_to_eof(reader, read_timeout + LATE)
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-        elapsed = time.monotonic() - start
-        await close(writer)
+        data, elapsed = await trickle_until_cut(reader, writer, b"x" * 1000, read_timeout + LATE)
         assert_refused(data, 408)
         assert elapsed >= read_timeout * 0.9
