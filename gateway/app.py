@@ -6,7 +6,7 @@ swaps the result into every entry point with one assignment each. An invalid
 snapshot changes nothing that serves traffic: its error is logged, counted
 and shown in ``/api/overview``, and the last good generation stays.
 
-In multi-worker mode the supervisor (``gateway.workers``) runs this class
+In multi-worker mode the supervisor (``gateway.supervisor``) runs this class
 without listeners and forwards each accepted configuration to the workers,
 which run it with ``feed`` instead of providers.
 """

@@ -1,7 +1,7 @@
 """Process-level assembly for ``gateway run``: logging, event loop, API, workers.
 
 ``run_process`` is what the CLI calls. With one worker it serves in this
-process; with more it becomes the supervisor of ``gateway.workers``.
+process; with more it becomes the supervisor of ``gateway.supervisor``.
 
 Operator mistakes found only when serving starts (an address already in use,
 a provider set up twice) end the process with exit status 1 and one ERROR
@@ -129,7 +129,7 @@ def run_process(
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     setup_logging(static, multiprocess=workers > 1)
     if workers > 1:
-        from gateway.workers import run_supervisor
+        from gateway.supervisor import run_supervisor
 
         return run_supervisor(static, base_dir=base_dir, workers=workers, quickstart=quickstart)
     install_uvloop()
