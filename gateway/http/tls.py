@@ -27,15 +27,13 @@ Honest gaps against Go's ``crypto/tls`` (which Traefik uses):
 * TLS options apply per entry point (``context_for``). Traefik also switches
   options per router host, which needs a new SSL object, not a new context.
 
-Certificate and key values may be file paths or inline PEM (Traefik's
-``FileOrContent``). Everything is read and validated at build time, off the
-hot path; any problem is a ``ConfigError`` naming the file and key path.
+Certificates and keys are read and validated by ``gateway.http.tls_material``
+at build time, off the hot path; any problem is a ``ConfigError`` naming the
+file and key path.
 """
 
 from __future__ import annotations
 
-import datetime
-import functools
 import logging
 import socket
 import ssl
@@ -46,18 +44,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from gateway.config.dynamic import TLSConfig, TLSOptions
 from gateway.config.errors import ConfigError, suggestion
+from gateway.http.tls_material import (
+    KeyPair,
+    ca_bundle,
+    default_pair,
+    load_pair,
+    spill,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPTIONS = "default"
-DEFAULT_CERT_CN = "SLUICE DEFAULT CERT"
 ALPN = ("http/1.1",)
 
 _VERSIONS = {
@@ -110,15 +109,6 @@ _CLIENT_AUTH_TYPES = (
     "VerifyClientCertIfGiven",
     "RequireAndVerifyClientCert",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _KeyPair:
-    """A validated certificate chain and key, and the names it serves."""
-
-    pem: bytes  # key then chain: one file is all load_cert_chain needs
-    names: tuple[str, ...]
-    where: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +169,19 @@ def build_server_tls(tls: TLSConfig) -> ServerTLS:
     pairs = []
     for i, cert in enumerate(tls.certificates):
         where = f"tls.certificates[{i}]"
-        pairs.append(_load_pair(cert.cert_file, cert.key_file, where))
+        pairs.append(load_pair(cert.cert_file, cert.key_file, where))
         for store in cert.stores:
             if store != "default":
                 log.warning(
                     "%s: TLS store %r is not supported; using the default one", where, store
                 )
-    default_pair = _default_pair(tls)
+    fallback = default_pair(tls)
     settings = {name: _settings(opts, f"tls.options.{name}") for name, opts in tls.options.items()}
     settings.setdefault(DEFAULT_OPTIONS, _settings(TLSOptions(), "tls.options.default"))
-    index = _SNIIndex(pairs, default_pair)
+    index = _SNIIndex(pairs, fallback)
     contexts, callbacks = {}, {}
     with tempfile.TemporaryDirectory(prefix="sluice-tls-") as tmp:
-        files = [_spill(Path(tmp), i, pair) for i, pair in enumerate([default_pair, *pairs])]
+        files = [spill(Path(tmp), i, pair) for i, pair in enumerate([fallback, *pairs])]
         for name, s in settings.items():
             base, *per_cert = (_server_context(s, f, pair.where) for f, pair in files)
             callbacks[name] = base.sni_callback = _sni_callback(index, base, per_cert, s.sni_strict)
@@ -212,7 +202,7 @@ def build_client_tls(
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(list(ALPN))
     if root_cas:
-        ctx.load_verify_locations(cadata=_ca_bundle(root_cas, "serversTransport.rootCAs"))
+        ctx.load_verify_locations(cadata=ca_bundle(root_cas, "serversTransport.rootCAs"))
     else:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if insecure_skip_verify:
@@ -260,7 +250,7 @@ class _SNIIndex:
 
     __slots__ = ("exact", "wildcard")
 
-    def __init__(self, pairs: Iterable[_KeyPair], default: _KeyPair) -> None:
+    def __init__(self, pairs: Iterable[KeyPair], default: KeyPair) -> None:
         # Values are positions in the per-certificate context list; -1 is the
         # default certificate, which the base context already serves.
         self.exact: dict[str, int] = {}
@@ -372,7 +362,7 @@ def _client_auth(opts: TLSOptions, where: str) -> tuple[ssl.VerifyMode, str]:
             f"unknown clientAuthType {kind!r}{suggestion(kind, _CLIENT_AUTH_TYPES)}",
             path=f"{where}.clientAuthType",
         )
-    ca_data = _ca_bundle(auth.ca_files, f"{where}.caFiles") if auth.ca_files else ""
+    ca_data = ca_bundle(auth.ca_files, f"{where}.caFiles") if auth.ca_files else ""
     if kind == "NoClientCert":
         return ssl.CERT_NONE, ""
     if kind == "RequestClientCert":
@@ -413,122 +403,3 @@ def _server_context(s: _Settings, pem_file: Path, where: str) -> ssl.SSLContext:
     except ssl.SSLError as exc:
         raise ConfigError(f"OpenSSL refused the certificate or key: {exc}", path=where) from exc
     return ctx
-
-
-# --- Certificate material --------------------------------------------------------
-
-
-def _read(value: str, where: str, what: str) -> bytes:
-    """Inline PEM, or the contents of the file it names (Traefik's FileOrContent)."""
-    if value.lstrip().startswith("-----BEGIN"):
-        return value.encode("ascii", "replace")
-    if not value:
-        raise ConfigError(f"{what} is empty", path=where)
-    try:
-        return Path(value).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {value!r}: {exc.strerror}", path=where) from exc
-
-
-def _label(value: str) -> str:
-    return "inline PEM" if value.lstrip().startswith("-----BEGIN") else repr(value)
-
-
-def _load_pair(cert_file: str, key_file: str, where: str) -> _KeyPair:
-    cert_pem = _read(cert_file, f"{where}.certFile", "certificate file")
-    key_pem = _read(key_file, f"{where}.keyFile", "key file")
-    try:
-        chain = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError as exc:
-        raise ConfigError(
-            f"certificate file {_label(cert_file)} holds no valid PEM certificate: {exc}",
-            path=f"{where}.certFile",
-        ) from exc
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"key file {_label(key_file)} holds no usable unencrypted PEM private key: {exc}",
-            path=f"{where}.keyFile",
-        ) from exc
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, spki) != chain[0].public_key().public_bytes(der, spki):
-        raise ConfigError(
-            f"key file {_label(key_file)} does not match certificate file {_label(cert_file)}",
-            path=f"{where}.keyFile",
-        )
-    pem = key_pem.rstrip() + b"\n" + cert_pem
-    return _KeyPair(pem=pem, names=_names(chain[0]), where=where)
-
-
-def _names(cert: x509.Certificate) -> tuple[str, ...]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    if san is not None:
-        names = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
-        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-        if names:
-            return tuple(names)
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return tuple(str(a.value).lower() for a in cns)
-
-
-def _ca_bundle(values: tuple[str, ...], where: str) -> str:
-    bundle = []
-    for i, value in enumerate(values):
-        pem = _read(value, f"{where}[{i}]", "CA file")
-        try:
-            x509.load_pem_x509_certificates(pem)
-        except ValueError as exc:
-            raise ConfigError(
-                f"CA file {_label(value)} holds no valid PEM certificate: {exc}",
-                path=f"{where}[{i}]",
-            ) from exc
-        bundle.append(pem.decode("ascii", "replace").strip())
-    return "\n".join(bundle) + "\n"
-
-
-def _default_pair(tls: TLSConfig) -> _KeyPair:
-    store = tls.stores.get("default")
-    default = store.default_certificate if store is not None else None
-    if default is not None and (default.cert_file or default.key_file):
-        return _load_pair(
-            default.cert_file, default.key_file, "tls.stores.default.defaultCertificate"
-        )
-    return _generated_default()
-
-
-@functools.cache
-def _generated_default() -> _KeyPair:
-    """Traefik's fallback certificate: self-signed, made once per process."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DEFAULT_CERT_CN)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    # Its CN is not a host name; leaving it out of the SNI index keeps it a fallback.
-    pem = key_pem + cert.public_bytes(serialization.Encoding.PEM)
-    return _KeyPair(pem=pem, names=(), where="generated default certificate")
-
-
-def _spill(tmp: Path, i: int, pair: _KeyPair) -> tuple[Path, _KeyPair]:
-    """Write a pair where load_cert_chain can read it: it accepts only paths."""
-    path = tmp / f"{i}.pem"
-    path.write_bytes(pair.pem)  # TemporaryDirectory is 0700 and removed after the build
-    return path, pair

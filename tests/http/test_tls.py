@@ -23,7 +23,8 @@ from gateway.config.dynamic import (
 )
 from gateway.config.errors import ConfigError
 from gateway.config.model import frozen_map
-from gateway.http.tls import DEFAULT_CERT_CN, ServerTLS, build_client_tls, build_server_tls
+from gateway.http.tls import ServerTLS, build_client_tls, build_server_tls
+from gateway.http.tls_material import DEFAULT_CERT_CN
 from tests.certs import CA, make_ca
 
 # asyncio reports a handshake the server aborts as either of these.
