@@ -715,3 +715,52 @@ async def test_https_upstream_verified_with_servers_transport(tmp_path, trusted)
     finally:
         await gw.stop()
         await runner.cleanup()
+
+
+async def test_health_check_takes_failing_server_out_and_back(tmp_path):
+    """A server failing its health check gets no traffic until it passes again."""
+    healthy = {"a": True, "b": False}
+
+    def responder_for(name: str):
+        def respond(seen: Seen) -> bytes:
+            if seen.target == "/health":
+                status = b"200 OK" if healthy[name] else b"503 Service Unavailable"
+                return b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n"
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + name.encode()
+
+        return respond
+
+    a = await RecordingBackend(responder_for("a")).start()
+    b = await RecordingBackend(responder_for("b")).start()
+    dynamic = f"""
+http:
+  routers:
+    app: {{rule: "Host(`app.test`)", service: app}}
+  services:
+    app:
+      loadBalancer:
+        servers: [{{url: "{a.url}"}}, {{url: "{b.url}"}}]
+        healthCheck: {{path: /health, interval: 100ms, timeout: 1s}}
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    changed = asyncio.Event()
+    try:
+        server_b = gw.gateway.compiled.servers[("app@file", b.url)]  # type: ignore[union-attr]
+        server_b.on_health_change = lambda server: changed.set()
+
+        async def until(state: bool) -> None:
+            while server_b.healthy is not state:
+                changed.clear()
+                await asyncio.wait_for(changed.wait(), 5)
+
+        await until(False)
+        bodies = {(await http_request(gw.port(), get("app.test"))).body for _ in range(6)}
+        assert bodies == {b"a"}
+        healthy["b"] = True
+        await until(True)
+        bodies = {(await http_request(gw.port(), get("app.test"))).body for _ in range(6)}
+        assert bodies == {b"a", b"b"}
+    finally:
+        await gw.stop()
+        await a.close()
+        await b.close()
