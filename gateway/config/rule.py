@@ -120,7 +120,7 @@ MATCHERS: Mapping[str, tuple[int, int]] = {
     "QueryRegexp": (1, 2),
 }
 _USAGE = {
-    "ClientIP": "ClientIP(`10.0.0.0/8`)",
+    "ClientIP": "ClientIP(`198.51.100.0/24`)",
     "Header": "Header(`name`, `value`)",
     "HeaderRegexp": "HeaderRegexp(`name`, `regexp`)",
     "Query": "Query(`key`, `value`) or Query(`key`)",

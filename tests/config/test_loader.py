@@ -237,7 +237,7 @@ def test_static_file_parses() -> None:
         ),
         (
             "entryPoints.web.forwardedHeaders.trustedIPs",
-            "10.0.0.0/8, 127.0.0.1",
+            "198.51.100.0/24, 127.0.0.1",
             lambda c: c.entry_points["web"].forwarded_headers.trusted_i_ps,
         ),
         ("metrics.prometheus.buckets", "0.5,1", lambda c: c.metrics.prometheus.buckets),
@@ -271,7 +271,7 @@ def test_overrides_apply_on_top_of_the_file(key: str, value: str, check: Any) ->
         "/x": "/x",
         "false": False,
         "3": 3,
-        "10.0.0.0/8, 127.0.0.1": ("10.0.0.0/8", "127.0.0.1"),
+        "198.51.100.0/24, 127.0.0.1": ("198.51.100.0/24", "127.0.0.1"),
         "0.5,1": (0.5, 1.0),
         "5s": 5.0,
     }
