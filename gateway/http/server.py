@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _MAX_PIPELINED = 16
 _NO_TOKENS: frozenset[bytes] = frozenset()
+_NO_VALUES: list[bytes] = []
 # Request fields the parser callbacks act on, beyond forwarding them.
 _HOST, _TRANSFER_ENCODING, _CONNECTION, _CONTENT_LENGTH, _EXPECT, _UPGRADE = range(6)
 _WATCHED_FIELDS = {
@@ -53,6 +54,36 @@ _WATCHED_FIELDS = {
     b"expect": _EXPECT,
     b"upgrade": _UPGRADE,
 }
+# _WATCHED_FIELDS by field names as clients spell them (-1: not watched);
+# clients repeat the same few names, so this skips a lower() per field.
+_FIELD_KINDS: dict[bytes, int] = {}
+
+
+def _field_kind(name: bytes) -> int:
+    if len(_FIELD_KINDS) > 4_096:
+        _FIELD_KINDS.clear()
+    kind = _FIELD_KINDS[name] = _WATCHED_FIELDS.get(name.lower(), -1)
+    return kind
+
+
+# Request (raw_path, query) by target as sent: keep-alive clients and load
+# generators repeat their targets. Bounded in entries and in target length,
+# so hostile targets cannot make it large; a miss costs what no cache would.
+_TARGETS: dict[bytes, tuple[str, str]] = {}
+
+
+def _split_target(url: bytes) -> tuple[str, str]:
+    raw_path, _, query = url.partition(b"?")
+    if b"#" in raw_path:
+        raw_path = raw_path.partition(b"#")[0]
+    split = (raw_path.decode("latin-1"), query.decode("latin-1"))
+    if len(url) <= 256:
+        if len(_TARGETS) > 4_096:
+            _TARGETS.clear()
+        _TARGETS[url] = split
+    return split
+
+
 # Request.method for the common methods, without a decode per request.
 _METHOD_NAMES = {
     m: m.decode("ascii")
@@ -103,9 +134,11 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         # Bytes of the head line httptools holds but has not reported yet.
         self.line_pending = 0
-        self.host_values: list[bytes] = []
-        self.te_values: list[bytes] = []
-        self.connection_values: list[bytes] = []
+        # Reset to the shared, never-mutated _NO_VALUES and replaced by a new
+        # list on first use: most requests add one Host and nothing else.
+        self.host_values: list[bytes] = _NO_VALUES
+        self.te_values: list[bytes] = _NO_VALUES
+        self.connection_values: list[bytes] = _NO_VALUES
         self.connection_tokens: frozenset[bytes] = _NO_TOKENS
         self.content_length = 0
         self.request_chunked = False
@@ -244,9 +277,9 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = 0
         self.line_pending = 0
-        self.host_values = []
-        self.te_values = []
-        self.connection_values = []
+        self.host_values = _NO_VALUES
+        self.te_values = _NO_VALUES
+        self.connection_values = _NO_VALUES
         self.content_length = 0
         self.expect_continue = False
         self.upgrade_value = b""
@@ -269,16 +302,28 @@ class ClientConnection(asyncio.Protocol):
             # head that middleware saw and that may not have been sent yet.
             return
         self.headers.append((name, value))
-        # One lookup settles the common case: a field the gateway only forwards.
-        kind = _WATCHED_FIELDS.get(name.lower())
+        # One lookup, by the name as sent, settles the common case: a field
+        # the gateway only forwards.
+        kind = _FIELD_KINDS.get(name)
         if kind is None:
+            kind = _field_kind(name)
+        if kind < 0:
             return
         if kind == _HOST:
-            self.host_values.append(value)
+            if self.host_values:
+                self.host_values.append(value)
+            else:
+                self.host_values = [value]
         elif kind == _TRANSFER_ENCODING:
-            self.te_values.append(value)
+            if self.te_values:
+                self.te_values.append(value)
+            else:
+                self.te_values = [value]
         elif kind == _CONNECTION:
-            self.connection_values.append(value)
+            if self.connection_values:
+                self.connection_values.append(value)
+            else:
+                self.connection_values = [value]
         elif kind == _CONTENT_LENGTH:
             self.content_length = int(value)
         elif kind == _EXPECT:
@@ -391,9 +436,10 @@ class ClientConnection(asyncio.Protocol):
         limit = self.settings.keep_alive_max_requests
         if limit and self.requests >= limit:
             keep_alive = False
-        raw_path, _, query = self.url.partition(b"?")
-        if b"#" in raw_path:
-            raw_path = raw_path.partition(b"#")[0]
+        target = _TARGETS.get(self.url)
+        if target is None:
+            target = _split_target(self.url)
+        raw_path, query = target
         if host == self.last_host:
             hostname = self.last_hostname
         else:
@@ -405,8 +451,8 @@ class ClientConnection(asyncio.Protocol):
             method_name = method.decode("latin-1")
         request = Request(
             method=method_name,
-            raw_path=raw_path.decode("latin-1"),
-            query=query.decode("latin-1") if query else "",
+            raw_path=raw_path,
+            query=query,
             headers=Headers(self.headers),
             host=hostname,
             client_ip=self.client_ip,
@@ -490,7 +536,10 @@ class ClientConnection(asyncio.Protocol):
 
     def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
         """Called by the exchange once its response has been written."""
-        self.entry.observe(exchange)
+        entry = self.entry
+        observer = entry.observer
+        if observer is not None:
+            observer.observe(entry.name, exchange)
         if self.active is exchange:
             self.active = None
         if not keep_alive or self.draining:

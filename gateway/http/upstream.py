@@ -72,6 +72,7 @@ class UpstreamServer:
         "failure_window",
         "failures",
         "transport",
+        "alone",
     )
 
     def __init__(
@@ -115,6 +116,8 @@ class UpstreamServer:
         self.failures: deque[float] = deque()
         # The serversTransport configuration this server was built with.
         self.transport: object = None
+        # Exchange.tried after a first attempt here, built once.
+        self.alone: frozenset[UpstreamServer] = frozenset((self,))
 
     def available(self, now: float) -> bool:
         """Healthy by the last check and not passively ejected."""
@@ -178,7 +181,9 @@ class ConnectionPool:
     def release(self, conn: ResponseConnection) -> None:
         """Return a connection after a complete keep-alive exchange."""
         now = time.monotonic()
-        if len(self.idle) >= self.max_idle or not self.server.available(now):
+        server = self.server
+        # server.available(now), inlined: this runs once per request.
+        if len(self.idle) >= self.max_idle or not server.healthy or now < server.ejected_until:
             conn.close()
             return
         conn.idle_since = now
@@ -251,7 +256,10 @@ class ResponseConnection(asyncio.Protocol):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def attach(self, sink: ResponseSink, *, head_only: bool) -> None:
-        """Hand the connection to an exchange for one request/response."""
+        """Hand the connection to an exchange for one request/response.
+
+        ``Exchange._send_request`` inlines this on the hot path: keep the two in step.
+        """
         self.sink = sink
         self.started = False
         self.head_only = head_only
@@ -295,7 +303,9 @@ class ResponseConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-            sink.flush()
+            # A completed response detached the sink and flushed already.
+            if self.sink is not None:
+                sink.flush()
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self.upgraded = True
@@ -326,8 +336,9 @@ class ResponseConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.headers = []
+    # No on_message_begin: httptools skips callbacks a protocol lacks, and the
+    # header list is renewed where a head is handed off and where a message
+    # (with any trailer fields) ends instead.
 
     def on_status(self, reason: bytes) -> None:
         self.reason = reason
@@ -336,15 +347,17 @@ class ResponseConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        headers = self.headers
+        self.headers = []
         sink = self.sink
         if sink is None:
             return
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            sink.on_response_head(status, self.reason, self.headers, True)
+            sink.on_response_head(status, self.reason, headers, True)
             return
         self.keep_alive = self.parser.should_keep_alive()
-        sink.on_response_head(status, self.reason, self.headers, self.keep_alive)
+        sink.on_response_head(status, self.reason, headers, self.keep_alive)
         if self.head_only and status != 101:
             # httptools cannot be told that a HEAD response has no body, so
             # the message ends here and the next response gets a new parser.
@@ -356,6 +369,9 @@ class ResponseConnection(asyncio.Protocol):
             self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.headers:
+            # Trailer fields (RFC 9110 6.5): not forwarded.
+            self.headers = []
         if self.parser.get_status_code() < 200:
             return
         self._complete()

@@ -13,6 +13,7 @@ section 6 and RFC 9110 section 7.6.1):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 
 # RFC 9110 7.6.1 plus the de-facto ones every proxy strips (Go's httputil list).
@@ -56,7 +57,7 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
     return line
 
 
-def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
+def connection_tokens(values: Sequence[bytes]) -> frozenset[bytes]:
     """The lower-cased tokens of every ``Connection`` header value."""
     tokens: set[bytes] = set()
     for value in values:
@@ -101,7 +102,7 @@ def simple_response(
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def transfer_coding_status(values: list[bytes]) -> int:
+def transfer_coding_status(values: Sequence[bytes]) -> int:
     """0 when a request's ``Transfer-Encoding`` is exactly ``chunked``, else the refusal.
 
     Field lines combine into one list (RFC 9110 5.3). Unless ``chunked`` is
