@@ -56,14 +56,16 @@ class Backend:
                 if f:
                     name, _, value = f.partition(":")
                     headers[name.lower()] = value.strip()
+            # Recorded before answering, so a client that has its answer can
+            # count on the request being seen.
+            async with self.arrived:
+                self.requests.append(Seen(method, target, headers))
+                self.arrived.notify_all()
             status, extra = self.respond(target) if self.respond else (self.status, "")
             writer.write(
                 f"HTTP/1.1 {status} Whatever\r\n{extra}Content-Length: 2\r\n\r\nhi".encode()
             )
             await writer.drain()
-            async with self.arrived:
-                self.requests.append(Seen(method, target, headers))
-                self.arrived.notify_all()
         writer.close()
 
     async def wait_requests(self, n: int) -> None:
