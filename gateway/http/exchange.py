@@ -23,7 +23,20 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.http import wire
-from gateway.http.forwarded import FORWARDED_NAMES, forwarding_headers
+from gateway.http.field_kinds import (
+    CONNECTION,
+    FORWARDED_BLOCKS,
+    HOP_BY_HOP_FIELD,
+    HOST,
+    REQUEST_KINDS,
+    RESPONSE_KINDS,
+    connection_drops,
+    forwarded_block,
+    request_kind,
+    response_kind,
+    without_fields,
+)
+from gateway.http.forwarded import forwarding_headers
 from gateway.http.routing import RouterRuntime
 from gateway.http.upstream import ResponseConnection, UpstreamServer
 from middleware.contract import Headers, Request, Response
@@ -38,44 +51,8 @@ _BODY_BUFFER_LIMIT = 256 * 1024
 
 _DIALS: set[asyncio.Task[None]] = set()
 
-_FORWARDED_BLOCKS: dict[tuple[bytes, bytes, bytes], tuple[bytes, bytes]] = {}
-
-
-def _forwarded_block(ip: bytes, port: bytes, proto: bytes) -> tuple[bytes, bytes]:
-    """The X-Forwarded-* block for an untrusted client, split around the host."""
-    if len(_FORWARDED_BLOCKS) > 10_000:
-        _FORWARDED_BLOCKS.clear()
-    lines = b"".join(
-        name + b": " + value + b"\r\n"
-        for name, value in forwarding_headers(
-            [], trusted=False, client_ip=ip, proto=proto, host=b"\0", port=port
-        )
-    )
-    before, _, after = lines.partition(b"\0")
-    _FORWARDED_BLOCKS[(ip, port, proto)] = (before, after)
-    return before, after
-
-
 _NO_SERVERS: frozenset[UpstreamServer] = frozenset()
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
-# Request fields never copied upstream as sent: hop-by-hop ones, framing and
-# Host (re-derived), and X-Forwarded-* (rebuilt from what the gateway trusts).
-_REQUEST_SKIP = wire.HOP_BY_HOP | FORWARDED_NAMES | {b"content-length", b"host"}
-# _REQUEST_SKIP by field names as clients spell them (0: copied, else skipped),
-# so the usual repeated names cost one lookup and no lower-casing.
-_COPY, _SKIP, _HOST = range(3)
-_REQUEST_KINDS: dict[bytes, int] = {}
-
-
-def _request_kind(name: bytes) -> int:
-    if len(_REQUEST_KINDS) > 4_096:
-        _REQUEST_KINDS.clear()
-    lname = name.lower()
-    kind = _HOST if lname == b"host" else _SKIP if lname in _REQUEST_SKIP else _COPY
-    _REQUEST_KINDS[name] = kind
-    return kind
-
 
 # The exchange whose middleware chain is running; each chain runs in its own
 # task, so the terminal handler finds its exchange without a per-request closure.
@@ -316,13 +293,13 @@ class Exchange:
             target = server.base_path.encode("latin-1") + target
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
         host = b""
-        kinds = _REQUEST_KINDS
+        kinds = REQUEST_KINDS
         for name, value in raw:
             kind = kinds.get(name)
             if kind is None:
-                kind = _request_kind(name)
+                kind = request_kind(name)
             if kind:
-                if kind == _HOST:
+                if kind == HOST:
                     host = value
                 continue
             if drop and name.lower() in drop:
@@ -349,9 +326,9 @@ class Exchange:
             # Untrusted clients (the common case) get the same block every
             # time but for the host: build it once per (client, port, proto).
             key = (client.client_ip_b, client.entry.port, proto)
-            around = _FORWARDED_BLOCKS.get(key)
+            around = FORWARDED_BLOCKS.get(key)
             if around is None:
-                around = _forwarded_block(*key)
+                around = forwarded_block(*key)
             parts += (around[0], client.request_host, around[1])
         if self.upgrade:
             parts.append(b"Connection: Upgrade\r\nUpgrade: " + client.upgrade_value + b"\r\n")
@@ -416,23 +393,23 @@ class Exchange:
         parts = [wire.status_line(status, reason if status != 200 else b"")]
         drop: frozenset[bytes] | None = None
         length = -1
-        kinds = _RESPONSE_KINDS
+        kinds = RESPONSE_KINDS
         for name, value in headers:
             kind = kinds.get(name)
             if kind is None:
-                kind = _response_kind(name)
+                kind = response_kind(name)
             if kind:
-                if kind == _HOP_BY_HOP:
+                if kind == HOP_BY_HOP_FIELD:
                     continue
-                if kind == _CONNECTION:
-                    named = _connection_drops(value)
+                if kind == CONNECTION:
+                    named = connection_drops(value)
                     if named:
                         drop = named | drop if drop else named
                     continue
                 length = int(value) if value.strip().isdigit() else -1
             parts += (name, b": ", value, b"\r\n")
         if drop:
-            parts = _without(parts, drop)
+            parts = without_fields(parts, drop)
         if self.cookies:
             for cookie in self.cookies:
                 parts += (b"Set-Cookie: ", cookie, b"\r\n")
@@ -614,50 +591,3 @@ class Exchange:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.cancel()
-
-
-# Response fields _send_head does more with than copy (0: copied as is).
-_PLAIN, _HOP_BY_HOP, _CONNECTION, _CONTENT_LENGTH = range(4)
-_RESPONSE_FIELDS = {name: _HOP_BY_HOP for name in wire.HOP_BY_HOP}
-_RESPONSE_FIELDS[b"connection"] = _CONNECTION
-_RESPONSE_FIELDS[b"content-length"] = _CONTENT_LENGTH
-# The same, keyed by field names as upstreams spell them: an upstream sends
-# the same few names in the same case every time, so one lookup settles a
-# field without lower-casing it. Bounded like the other per-value caches.
-_RESPONSE_KINDS: dict[bytes, int] = {}
-
-
-def _response_kind(name: bytes) -> int:
-    if len(_RESPONSE_KINDS) > 4_096:
-        _RESPONSE_KINDS.clear()
-    kind = _RESPONSE_KINDS[name] = _RESPONSE_FIELDS.get(name.lower(), _PLAIN)
-    return kind
-
-_CONNECTION_DROPS: dict[bytes, frozenset[bytes]] = {}
-
-
-def _connection_drops(value: bytes) -> frozenset[bytes]:
-    """Fields a response's ``Connection`` value names beyond the hop-by-hop ones.
-
-    Those are skipped anyway, so the usual ``keep-alive`` names nothing more
-    and the response head needs no second pass. Cached: upstreams repeat it.
-    """
-    named = _CONNECTION_DROPS.get(value)
-    if named is None:
-        if len(_CONNECTION_DROPS) > 1_000:
-            _CONNECTION_DROPS.clear()
-        named = _CONNECTION_DROPS[value] = wire.connection_tokens([value]) - wire.HOP_BY_HOP
-    return named
-
-
-def _without(parts: list[bytes], names: frozenset[bytes]) -> list[bytes]:
-    """Drop header entries (name, ": ", value, CRLF quadruples) named in ``names``."""
-    out = parts[:1]
-    i = 1
-    while i + 3 < len(parts) + 1 and i < len(parts):
-        if parts[i].lower() in names:
-            i += 4
-            continue
-        out.extend(parts[i : i + 4])
-        i += 4
-    return out
