@@ -11,6 +11,7 @@ line naming what failed, never a traceback; a traceback means a bug.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.access_log import AccessLog
+from gateway.api.server import ApiState
 from gateway.app import Gateway
 from gateway.config.errors import ConfigError
 from gateway.config.static import StaticConfig
@@ -53,6 +55,25 @@ def setup_logging(static: StaticConfig, *, multiprocess: bool = False) -> None:
         logging.basicConfig(level=level, format=fmt, filename=static.log.file_path)
     else:
         logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    if static.log.format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+class JsonFormatter(logging.Formatter):
+    """``log.format: json``: one JSON object per line, with Traefik's field names."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "process": record.processName,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def install_uvloop() -> None:
@@ -123,6 +144,34 @@ async def start_api_server(address: str, app: web.Application) -> web.AppRunner:
     return runner
 
 
+async def start_api_servers(
+    static: StaticConfig, state: ApiState, metrics: Metrics | None
+) -> list[web.AppRunner]:
+    """The API (``api.address``) and, when set, a /metrics-only listener
+    (``metrics.prometheus.address``, for scrapers kept off the API)."""
+    from gateway.api.server import build_api_app, build_metrics_app, start_api
+
+    runners: list[web.AppRunner] = []
+    try:
+        if static.api is not None:
+            app = build_api_app(state, metrics=metrics, version=__version__)
+            runners.append(await start_api_server(static.api.address, app))
+        prometheus = static.metrics.prometheus
+        if metrics is not None and prometheus is not None and prometheus.address:
+            try:
+                runners.append(await start_api(build_metrics_app(metrics), prometheus.address))
+            except (OSError, ValueError) as exc:
+                raise StartupError(
+                    f"metrics: cannot listen on {prometheus.address}: {exc}"
+                ) from None
+            log.info("metrics on http://%s/metrics", prometheus.address)
+    except BaseException:
+        for runner in runners:
+            await runner.cleanup()
+        raise
+    return runners
+
+
 def run_process(
     static: StaticConfig, *, base_dir: Path, workers: int = 1, quickstart: bool = False
 ) -> int:
@@ -157,7 +206,7 @@ async def serve(
     listening, returns 0 after SIGTERM and the drain.
     """
     backend = None
-    runner: web.AppRunner | None = None
+    runners: list[web.AppRunner] = []
     access_log = AccessLog(static.access_log) if static.access_log is not None else None
     gateway: Gateway | None = None
     try:
@@ -170,12 +219,9 @@ async def serve(
             observer=Observer(metrics, access_log),
         )
         gateway.install_signal_handlers()
-        if static.api is not None:
-            from gateway.api.server import build_api_app
-            from gateway.api.state import GatewayState
+        from gateway.api.state import GatewayState
 
-            app = build_api_app(GatewayState(gateway), metrics=metrics, version=__version__)
-            runner = await start_api_server(static.api.address, app)
+        runners = await start_api_servers(static, GatewayState(gateway), metrics)
         try:
             await gateway.run()
         except (OSError, ValueError) as exc:
@@ -184,7 +230,7 @@ async def serve(
             await gateway.shutdown()
             raise StartupError(f"entry point {failed}: cannot listen on {address}: {exc}") from None
     finally:
-        if runner is not None:
+        for runner in runners:
             await runner.cleanup()
         if access_log is not None:
             access_log.close()

@@ -25,7 +25,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
 from gateway.api.state import GatewayState
 from gateway.app import Gateway
 from gateway.config.dynamic import DynamicConfig
@@ -288,9 +287,8 @@ async def _supervise(
     metrics_dir: Path,
     quickstart: bool,
 ) -> int:
-    from gateway.api.server import build_api_app
     from gateway.observer import Observer
-    from gateway.process import make_providers, start_api_server, start_quickstart_backend
+    from gateway.process import make_providers, start_api_servers, start_quickstart_backend
 
     gateway = Gateway(
         static,
@@ -303,16 +301,12 @@ async def _supervise(
     gateway.on_config.append(supervisor.broadcast)
     gateway.install_signal_handlers()
     backend = None
-    runner = None
+    runners: list[Any] = []
     running: asyncio.Task[None] | None = None
     try:
         if quickstart:
             backend = await start_quickstart_backend(static, base_dir)
-        if static.api is not None:
-            app = build_api_app(
-                SupervisorState(gateway, supervisor), metrics=metrics, version=__version__
-            )
-            runner = await start_api_server(static.api.address, app)
+        runners = await start_api_servers(static, SupervisorState(gateway, supervisor), metrics)
         running = asyncio.get_running_loop().create_task(gateway.run())
         # Workers start with the first verdict on the configuration, good or bad.
         await first_of(gateway.loaded.wait(), gateway.stopping.wait(), asyncio.shield(running))
@@ -330,7 +324,7 @@ async def _supervise(
             default=10.0,
         )
         clean = await supervisor.stop(grace)
-        if runner is not None:
+        for runner in runners:
             await runner.cleanup()
         if backend is not None:
             backend.close()

@@ -8,6 +8,7 @@ bounded poll); every process a test starts is killed by PID at teardown.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -342,3 +343,27 @@ async def test_quickstart_serves_the_demo_backend(tmp_path: Path, spawn: Spawn) 
     overview = await http_request(api, get("127.0.0.1", "/api/overview"))
     assert overview.status == 200
     assert overview.json()["http"]["routers"]["total"] == 1
+
+
+async def test_json_logs_and_separate_metrics_address(tmp_path: Path, spawn: Spawn) -> None:
+    """``--log.format=json`` writes JSON lines; ``metrics.prometheus.address`` serves /metrics."""
+    backend = await Backend().start()
+    try:
+        web, api, scrape = free_port(), free_port(), free_port()
+        static = write_config(tmp_path, web=web, api=api, url=backend.url)
+        running = await spawn(
+            "run", "--config", str(static), "--log.format=json",
+            f"--metrics.prometheus.address=127.0.0.1:{scrape}",
+        )  # fmt: skip
+        await running.wait_ready(api)
+        assert (await http_request(web, get("app.test", "/"))).status == 200
+        metrics = await http_request(scrape, get("127.0.0.1", "/metrics"))
+        assert metrics.status == 200
+        assert b"sluice_config_reloads_total" in metrics.body
+        assert (await http_request(scrape, get("127.0.0.1", "/api/overview"))).status == 404
+        lines = [line for line in running.output().splitlines() if line.strip()]
+        entries = [json.loads(line) for line in lines]
+        assert any(e["logger"] == "gateway.app" and "applied" in e["message"] for e in entries)
+        assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
+    finally:
+        await backend.close()

@@ -209,6 +209,14 @@ def parse_address(address: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
+def build_metrics_app(metrics: Metrics) -> web.Application:
+    """An application serving only ``/metrics`` (for ``metrics.prometheus.address``)."""
+    api = _Api(None, metrics, "")  # type: ignore[arg-type]
+    app = web.Application(middlewares=[_json_errors])
+    app.router.add_get("/metrics", api.prometheus)
+    return app
+
+
 async def start_api(app: web.Application, address: str) -> web.AppRunner:
     """Serve ``app`` on ``address``; port 0 picks a free port (see ``bound_port``)."""
     host, port = parse_address(address)
