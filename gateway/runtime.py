@@ -123,40 +123,27 @@ class Compiler:
                     origin=config.origins.get(f"http.routers.{name}.service"),
                     path=f"http.routers.{name}.service",
                 )
-            chain: Handler | None = None
-            if router.middlewares:
-                key = router.middlewares
-                chain = chains.get(key)
-                if chain is None:
-                    try:
-                        chain = build_chain(
-                            router.middlewares,
-                            http.middlewares,
-                            proxy_terminal,
-                            registry=self.registry,
-                            on_error=self.on_middleware_error,
-                        )
-                    except ConfigError as exc:
-                        if not exc.path:
-                            exc = ConfigError(
-                                exc.message,
-                                origin=config.origins.get(f"http.routers.{name}.middlewares"),
-                                path=f"http.routers.{name}.middlewares",
-                            )
-                        raise exc from None
-                    chains[key] = chain
-            runtime = RouterRuntime(
-                name=name,
-                service=service,
-                chain=chain,
-                middleware_names=router.middlewares,
-                tls=router.tls is not None,
-            )
+            shared: RouterRuntime | None = None
             for ep in router.entry_points or entry_names:
                 if ep not in specs:
                     continue
                 if router.tls is not None:
                     tls_eps.add(ep)
+                # Entry-point middlewares run first, as in Traefik; a router on
+                # entry points with different ones gets a runtime per chain.
+                names = (*self._entry_middlewares(ep), *router.middlewares)
+                if names == router.middlewares and shared is not None:
+                    runtime = shared
+                else:
+                    runtime = RouterRuntime(
+                        name=name,
+                        service=service,
+                        chain=self._chain(names, name, config, chains),
+                        middleware_names=names,
+                        tls=router.tls is not None,
+                    )
+                    if names == router.middlewares:
+                        shared = runtime
                 specs[ep].append(
                     RouteSpec(name=name, rule=router.rule, priority=router.priority, target=runtime)
                 )
@@ -227,6 +214,47 @@ class Compiler:
             initial_status={HealthTarget(url=s.url): s.healthy for s in members},
         )
         return HealthJob(service=service, checker=checker, servers=members)
+
+    def _entry_middlewares(self, ep: str) -> tuple[str, ...]:
+        names = self.static.entry_points[ep].http.middlewares
+        for mw in names:
+            if "@" not in mw:
+                raise ConfigError(
+                    f"entry point middleware {mw!r} needs its provider, as in {mw}@file",
+                    path=f"entryPoints.{ep}.http.middlewares",
+                )
+        return names
+
+    def _chain(
+        self,
+        names: tuple[str, ...],
+        router: str,
+        config: DynamicConfig,
+        chains: dict[tuple[str, ...], Handler],
+    ) -> Handler | None:
+        """The compiled chain for ``names`` (None when empty), shared between routers."""
+        if not names:
+            return None
+        chain = chains.get(names)
+        if chain is None:
+            try:
+                chain = build_chain(
+                    names,
+                    config.http.middlewares,
+                    proxy_terminal,
+                    registry=self.registry,
+                    on_error=self.on_middleware_error,
+                )
+            except ConfigError as exc:
+                if exc.path:
+                    raise
+                raise ConfigError(
+                    exc.message,
+                    origin=config.origins.get(f"http.routers.{router}.middlewares"),
+                    path=f"http.routers.{router}.middlewares",
+                ) from None
+            chains[names] = chain
+        return chain
 
     def _transport(self, name: str) -> ServersTransport:
         """A service's serversTransport: the named dynamic one, else the static default."""

@@ -764,3 +764,42 @@ http:
         await gw.stop()
         await a.close()
         await b.close()
+
+
+async def test_entry_point_middlewares_run_before_router_middlewares(tmp_path, backend):
+    """entryPoints.<name>.http.middlewares wrap every router on that entry point, first."""
+    static = """
+entryPoints:
+  web:
+    address: "127.0.0.1:0"
+    http:
+      middlewares: [outer@file]
+providers:
+  file:
+    filename: dynamic.yml
+"""
+    dynamic = f"""
+http:
+  routers:
+    app: {{rule: "Host(`app.test`)", service: app, middlewares: [inner]}}
+    bare: {{rule: "Host(`bare.test`)", service: app}}
+  middlewares:
+    outer:
+      headers: {{customRequestHeaders: {{X-Order: outer}}, customResponseHeaders: {{X-Who: outer}}}}
+    inner:
+      headers: {{customRequestHeaders: {{X-Order: inner}}, customResponseHeaders: {{X-Who: inner}}}}
+  services:
+    app:
+      loadBalancer: {{servers: [{{url: "{backend.url}"}}]}}
+"""
+    gw = await start_gateway(tmp_path, dynamic, static=static)
+    try:
+        reply = await http_request(gw.port(), get("app.test"))
+        assert reply.status == 200
+        assert backend.requests[-1].header("x-order") == "inner"
+        assert reply.header("x-who") == "outer"
+        reply = await http_request(gw.port(), get("bare.test"))
+        assert backend.requests[-1].header("x-order") == "outer"
+        assert reply.header("x-who") == "outer"
+    finally:
+        await gw.stop()
