@@ -433,8 +433,14 @@ class ClientConnection(asyncio.Protocol):
         method = parser.get_method()
         keep_alive = parser.should_keep_alive() and not self.draining
         self.requests += 1
-        limit = self.settings.keep_alive_max_requests
+        settings = self.settings
+        limit = settings.keep_alive_max_requests
         if limit and self.requests >= limit:
+            keep_alive = False
+        max_time = settings.keep_alive_max_time
+        if max_time and self.head_started - self.opened >= max_time:
+            # Traefik's keepAliveMaxTime: a connection older than this is
+            # closed after its current response, spreading clients over time.
             keep_alive = False
         target = _TARGETS.get(self.url)
         if target is None:

@@ -803,3 +803,34 @@ http:
         assert reply.header("x-who") == "outer"
     finally:
         await gw.stop()
+
+
+@pytest.mark.parametrize(
+    ("transport", "answered"),
+    [("keepAliveMaxRequests: 3", 3), ("keepAliveMaxTime: 1ns", 1)],
+    ids=["max-requests", "max-time"],
+)
+async def test_keep_alive_limits_close_the_connection(tmp_path, backend, transport, answered):
+    """keepAliveMaxRequests / keepAliveMaxTime end a client connection after its answer."""
+    static = f"""
+entryPoints:
+  web:
+    address: "127.0.0.1:0"
+    transport:
+      {transport}
+providers:
+  file:
+    filename: dynamic.yml
+"""
+    gw = await start_gateway(tmp_path, one_router(backend.url), static=static)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        for i in range(answered):
+            writer.write(get("app.test", f"/{i}"))
+            reply = await read_reply(reader)
+            assert reply.status == 200
+        assert reply.header("connection") == "close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await gw.stop()
