@@ -354,6 +354,13 @@ class Gateway:
             loop.add_signal_handler(sig, self.stop)
 
     async def shutdown(self) -> None:
+        lifecycles = [ep.transport.life_cycle for ep in self.static.entry_points.values()]
+        accept = max((lc.request_accept_grace_timeout for lc in lifecycles), default=0.0)
+        if accept > 0 and self.entry_points:
+            # Traefik's requestAcceptGraceTimeout: keep serving new requests for
+            # a while, so a load balancer in front can notice and stop sending.
+            log.info("stopping: still accepting requests for %gs", accept)
+            await asyncio.sleep(accept)
         for task in self._tasks + self._health_tasks:
             task.cancel()
         grace = max(

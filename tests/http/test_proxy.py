@@ -834,3 +834,24 @@ providers:
         writer.close()
     finally:
         await gw.stop()
+
+
+async def test_request_accept_grace_timeout_keeps_serving_after_stop(tmp_path, backend):
+    """With requestAcceptGraceTimeout, new requests are still served after a stop."""
+    static = """
+entryPoints:
+  web:
+    address: "127.0.0.1:0"
+    transport:
+      lifeCycle: {requestAcceptGraceTimeout: 1s, graceTimeOut: 1s}
+providers:
+  file:
+    filename: dynamic.yml
+"""
+    gw = await start_gateway(tmp_path, one_router(backend.url), static=static)
+    port = gw.port()
+    gw.gateway.stop()
+    reply = await http_request(port, get("app.test", "/late"))
+    assert reply.status == 200
+    assert backend.requests[-1].target == "/late"
+    await asyncio.wait_for(gw.task, 10)
