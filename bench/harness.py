@@ -13,6 +13,7 @@ Invariants this module keeps:
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -35,6 +36,17 @@ class StartError(RuntimeError):
 
 
 # --- ports and CPUs ------------------------------------------------------------
+
+
+def selected_cases(
+    ap: argparse.ArgumentParser, only: Sequence[str], cases: Sequence[str]
+) -> list[str]:
+    """The cases ``--only`` picks (repeatable or comma-separated), all when none."""
+    chosen = [n.strip() for item in only for n in item.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(cases))
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(cases)}")
+    return [c for c in cases if not chosen or c in chosen]
 
 
 def free_ports(count: int) -> list[int]:

@@ -44,6 +44,7 @@ from bench.harness import (  # noqa: E402
     pin_self,
     sample_cpu,
     sample_tree,
+    selected_cases,
 )
 
 CASES = ("direct", "sluice", "traefik", "nginx", "haproxy", "envoy")
@@ -194,11 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--load-cpu", type=int, help="CPU for wrk and the backend")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     args = ap.parse_args(argv)
-    only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
-    unknown = sorted(set(only) - set(CASES))
-    if unknown:
-        ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    args.cases = [c for c in CASES if not only or c in only]
+    args.cases = selected_cases(ap, args.only, CASES)
     return args
 
 

@@ -47,6 +47,7 @@ from bench.harness import (  # noqa: E402
     http_status,
     pin_self,
     sample_tree,
+    selected_cases,
 )
 
 CASES = ("sluice", "traefik")
@@ -231,11 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--routers must be between 1 and 99999")
     if args.probe_host and args.probe_host not in hostnames(args.routers):
         ap.error(f"--probe-host must be one of h00001.bench ... {hostnames(args.routers)[-1]}")
-    only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
-    unknown = sorted(set(only) - set(CASES))
-    if unknown:
-        ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    args.cases = [c for c in CASES if not only or c in only]
+    args.cases = selected_cases(ap, args.only, CASES)
     return args
 
 
