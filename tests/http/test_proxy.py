@@ -13,6 +13,17 @@ from tests.backends import RecordingBackend, Seen, closed_port, get, http_reques
 from tests.harness import start_gateway
 
 
+def static_config(entry_point: str) -> str:
+    """Static config with one entry point ``web`` on 127.0.0.1:0 plus ``entry_point``'s
+    extra YAML lines, and the file provider reading dynamic.yml."""
+    indented = "".join(f"    {line}\n" for line in entry_point.splitlines())
+    return (
+        'entryPoints:\n  web:\n    address: "127.0.0.1:0"\n'
+        + indented
+        + "providers:\n  file:\n    filename: dynamic.yml\n"
+    )
+
+
 def one_router(url: str, *, rule: str = "Host(`app.test`)", extra_lb: str = "") -> str:
     return f"""
 http:
@@ -58,16 +69,7 @@ async def test_forwards_request_and_sets_forwarded_headers(tmp_path, backend):
 
 async def test_trusted_client_forwarded_headers_kept(tmp_path, backend):
     """From a trustedIPs source, X-Forwarded-For is appended to, not replaced."""
-    static = """
-entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    forwardedHeaders:
-      trustedIPs: ["127.0.0.0/8"]
-providers:
-  file:
-    filename: dynamic.yml
-"""
+    static = static_config('forwardedHeaders:\n  trustedIPs: ["127.0.0.0/8"]\n')
     gw = await start_gateway(tmp_path, one_router(backend.url), static=static)
     try:
         extra = "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
@@ -768,16 +770,7 @@ http:
 
 async def test_entry_point_middlewares_run_before_router_middlewares(tmp_path, backend):
     """entryPoints.<name>.http.middlewares wrap every router on that entry point, first."""
-    static = """
-entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    http:
-      middlewares: [outer@file]
-providers:
-  file:
-    filename: dynamic.yml
-"""
+    static = static_config("http:\n  middlewares: [outer@file]\n")
     dynamic = f"""
 http:
   routers:
@@ -812,16 +805,7 @@ http:
 )
 async def test_keep_alive_limits_close_the_connection(tmp_path, backend, transport, answered):
     """keepAliveMaxRequests / keepAliveMaxTime end a client connection after its answer."""
-    static = f"""
-entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    transport:
-      {transport}
-providers:
-  file:
-    filename: dynamic.yml
-"""
+    static = static_config(f"transport:\n  {transport}\n")
     gw = await start_gateway(tmp_path, one_router(backend.url), static=static)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
@@ -838,16 +822,9 @@ providers:
 
 async def test_request_accept_grace_timeout_keeps_serving_after_stop(tmp_path, backend):
     """With requestAcceptGraceTimeout, new requests are still served after a stop."""
-    static = """
-entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    transport:
-      lifeCycle: {requestAcceptGraceTimeout: 1s, graceTimeOut: 1s}
-providers:
-  file:
-    filename: dynamic.yml
-"""
+    static = static_config(
+        "transport:\n  lifeCycle: {requestAcceptGraceTimeout: 1s, graceTimeOut: 1s}\n"
+    )
     gw = await start_gateway(tmp_path, one_router(backend.url), static=static)
     port = gw.port()
     gw.gateway.stop()
