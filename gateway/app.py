@@ -34,9 +34,11 @@ from gateway.http.routing import EntryPointSettings, HTTPState
 from gateway.http.tls import ServerTLS, build_server_tls
 from gateway.http.upstream import UpstreamServer
 from gateway.metrics import Metrics
+from gateway.middleware_context import MiddlewareResources
 from gateway.observer import Observer
 from gateway.runtime import Compiled, Compiler
-from middleware.registry import MiddlewareFactory, load_registry
+from middleware.contract import MiddlewareType
+from middleware.registry import load_registry
 from providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ class Gateway:
         providers: list[Provider],
         metrics: Metrics | None = None,
         observer: Observer | None = None,
-        registry: Mapping[str, MiddlewareFactory] | None = None,
+        registry: Mapping[str, MiddlewareType] | None = None,
         serve: bool = True,
         reuse_port: bool = False,
         record_reloads: bool = True,
@@ -67,9 +69,11 @@ class Gateway:
         # Workers share the supervisor's metrics directory; only the process
         # that validates configuration counts reloads, or each counts N+1 times.
         self.record_reloads = record_reloads
+        self.resources = MiddlewareResources()
         self.compiler = Compiler(
             static,
             self.registry,
+            resources=self.resources,
             on_middleware_error=self._middleware_error,
             on_server_change=self._server_changed,
         )
@@ -371,6 +375,9 @@ class Gateway:
         if self.compiled is not None:
             for server in self.compiled.servers.values():
                 server.close()
+            if self.compiled.context is not None:
+                self.compiled.context.close()
+        await self.resources.close()
         log.info("stopped")
 
     def ready(self) -> tuple[bool, str]:

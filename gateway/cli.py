@@ -234,7 +234,9 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
                 from gateway.runtime import Compiler
                 from middleware.registry import load_registry
 
-                Compiler(static, load_registry()).compile(merged)
+                compiled = Compiler(static, load_registry()).compile(merged)
+                if compiled.context is not None:
+                    compiled.context.close()
     except ConfigError as exc:
         errors = [exc]
     for error in errors:

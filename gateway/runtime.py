@@ -22,14 +22,15 @@ from gateway.config.merge import collection_paused
 from gateway.config.rule import RuleSyntaxError
 from gateway.config.static import StaticConfig
 from gateway.http.balancer import Balancer, Failover, StickyCookie
-from gateway.http.exchange import proxy_terminal
 from gateway.http.health import HealthChecker, HealthTarget
+from gateway.http.middleware_path import proxy_terminal
 from gateway.http.router_table import RouterTable, RouteSpec
 from gateway.http.routing import HTTPState, RouterRuntime, ServiceRuntime
 from gateway.http.tls import build_client_tls
 from gateway.http.upstream import UpstreamServer
-from middleware.contract import Handler
-from middleware.registry import MiddlewareFactory, build_chain
+from gateway.middleware_context import GenerationContext, MiddlewareResources
+from middleware.chains import Chain, ChainCompiler
+from middleware.contract import MiddlewareType
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Compiled:
     servers: dict[tuple[str, str], UpstreamServer]
     health: list[HealthJob] = field(default_factory=list)
     tls_entry_points: frozenset[str] = frozenset()
+    # Cleanups the generation's middlewares registered; run when it is replaced.
+    context: GenerationContext | None = None
 
 
 class Compiler:
@@ -60,13 +63,15 @@ class Compiler:
     def __init__(
         self,
         static: StaticConfig,
-        registry: Mapping[str, MiddlewareFactory],
+        registry: Mapping[str, MiddlewareType],
         *,
+        resources: MiddlewareResources | None = None,
         on_middleware_error: Callable[[str], None] | None = None,
         on_server_change: Callable[[UpstreamServer, bool], None] | None = None,
     ) -> None:
         self.static = static
         self.registry = registry
+        self.resources = resources if resources is not None else MiddlewareResources()
         self.on_middleware_error = on_middleware_error
         self.on_server_change = on_server_change
         self.generation = 0
@@ -75,10 +80,15 @@ class Compiler:
 
     def compile(self, config: DynamicConfig) -> Compiled:
         """Compile ``config``; raises ConfigError for what validation cannot see."""
-        with collection_paused():
-            return self._compile(config)
+        context = GenerationContext({}, self.resources)
+        try:
+            with collection_paused():
+                return self._compile(config, context)
+        except BaseException:
+            context.close()
+            raise
 
-    def _compile(self, config: DynamicConfig) -> Compiled:
+    def _compile(self, config: DynamicConfig, context: GenerationContext) -> Compiled:
         self.generation += 1
         self.current = config
         old_servers = self.previous.servers if self.previous else {}
@@ -111,10 +121,18 @@ class Compiler:
                 ),
             )
 
+        context.services = services
+        chains = ChainCompiler(
+            http.middlewares,
+            self.registry,
+            proxy_terminal,
+            context.for_middleware,
+            on_error=self.on_middleware_error,
+        )
+        chains.validate_all()
         entry_names = list(self.static.entry_points)
         specs: dict[str, list[RouteSpec[RouterRuntime]]] = {ep: [] for ep in entry_names}
         tls_eps: set[str] = set()
-        chains: dict[tuple[str, ...], Handler] = {}
         for name, router in http.routers.items():
             service = services.get(router.service)
             if service is None:
@@ -135,10 +153,12 @@ class Compiler:
                 if names == router.middlewares and shared is not None:
                     runtime = shared
                 else:
+                    chain = self._chain(names, name, config, chains)
                     runtime = RouterRuntime(
                         name=name,
                         service=service,
-                        chain=self._chain(names, name, config, chains),
+                        chain=chain.handler if chain else None,
+                        filters=chain.filters if chain else None,
                         middleware_names=names,
                         tls=router.tls is not None,
                     )
@@ -174,6 +194,7 @@ class Compiler:
             servers=servers,
             health=health,
             tls_entry_points=frozenset(tls_eps),
+            context=context,
         )
         return compiled
 
@@ -183,6 +204,8 @@ class Compiler:
             for key, server in self.previous.servers.items():
                 if compiled.servers.get(key) is not server:
                     server.close()
+            if self.previous.context is not None:
+                self.previous.context.close()
         self.previous = compiled
 
     def _health_job(
@@ -226,35 +249,19 @@ class Compiler:
         return names
 
     def _chain(
-        self,
-        names: tuple[str, ...],
-        router: str,
-        config: DynamicConfig,
-        chains: dict[tuple[str, ...], Handler],
-    ) -> Handler | None:
+        self, names: tuple[str, ...], router: str, config: DynamicConfig, chains: ChainCompiler
+    ) -> Chain | None:
         """The compiled chain for ``names`` (None when empty), shared between routers."""
-        if not names:
-            return None
-        chain = chains.get(names)
-        if chain is None:
-            try:
-                chain = build_chain(
-                    names,
-                    config.http.middlewares,
-                    proxy_terminal,
-                    registry=self.registry,
-                    on_error=self.on_middleware_error,
-                )
-            except ConfigError as exc:
-                if exc.path:
-                    raise
-                raise ConfigError(
-                    exc.message,
-                    origin=config.origins.get(f"http.routers.{router}.middlewares"),
-                    path=f"http.routers.{router}.middlewares",
-                ) from None
-            chains[names] = chain
-        return chain
+        try:
+            return chains.chain(names)
+        except ConfigError as exc:
+            if exc.path:
+                raise
+            raise ConfigError(
+                exc.message,
+                origin=config.origins.get(f"http.routers.{router}.middlewares"),
+                path=f"http.routers.{router}.middlewares",
+            ) from None
 
     def _transport(self, name: str) -> ServersTransport:
         """A service's serversTransport: the named dynamic one, else the static default."""

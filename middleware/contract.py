@@ -1,23 +1,36 @@
-"""The types a middleware sees: the request view, the response, the handler.
+"""The types a middleware sees: request, response, handler, filter, context.
 
-A middleware is built once per configuration from its validated options and
-returns a ``Handler``; the handler is called per request and must keep no
-per-request state on itself. The request view is a thin wrapper over the
-bytes the HTTP parser produced: header names and values stay ``bytes``
-inside, and are decoded (latin-1, as RFC 9110 section 5.5 allows) only when a
-middleware asks for them, so requests that pass through no middleware pay
-nothing for this API.
+A middleware is built once per configuration from its validated options
+(``build(options, next, context)``) and returns one of two shapes:
 
-A handler either answers itself (``Response(status=401, ...)``) or awaits
-``next(request)``; the proxy's terminal handler returns the upstream
-response head with ``streamed=True``, and its body is relayed afterwards
-without passing through Python handlers.
+- a ``Filter``: synchronous hooks on the request head (``request``) and the
+  response head (``response``). Chains made only of filters run inline in
+  the proxy's protocol callbacks, with no task per request; this is the shape
+  to prefer (headers, redirects, allowlists, rewrites, rate limits).
+  ``Filter.request`` may return an awaitable when it must wait (a cache miss
+  needing a slow hash, say); only that request then moves to a task.
+- a ``Handler``: ``async (request) -> Response`` wrapping ``next``, for
+  middleware that must await around the whole exchange (forwardAuth, retry,
+  errors, buffering).
+
+Either way the built object keeps no per-request state on itself. The request
+view is a thin wrapper over the bytes the HTTP parser produced: header names
+and values stay ``bytes`` inside and are decoded (latin-1, as RFC 9110
+section 5.5 allows) only when a middleware asks.
+
+The proxy's terminal handler returns the upstream response head with
+``streamed=True``; its body is relayed afterwards without passing through
+Python handlers, except through a ``BodyTransform`` a middleware attached
+(compress) or when a middleware reads it whole (``Response.read_body``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from typing import ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 def _b(value: str | bytes) -> bytes:
@@ -57,7 +70,9 @@ class Headers:
     def remove(self, name: str | bytes) -> None:
         """Drop every value of ``name``."""
         key = _b(name).lower()
-        self.raw[:] = [(k, v) for k, v in self.raw if k.lower() != key]
+        raw = self.raw
+        if any(k.lower() == key for k, _ in raw):
+            raw[:] = [(k, v) for k, v in raw if k.lower() != key]
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, (str, bytes)):
@@ -74,6 +89,24 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({list(self.items())!r})"
+
+
+class BodyTooLarge(Exception):
+    """A body read with ``read_body`` went past its limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+        self.limit = limit
+
+
+class BodySource(Protocol):
+    """Where a request's or a streamed response's body comes from (the exchange)."""
+
+    async def read_request_body(self, limit: int) -> bytes: ...
+
+    def request_replayable(self) -> bool: ...
+
+    async def read_response_body(self, limit: int) -> bytes: ...
 
 
 class Request:
@@ -98,6 +131,8 @@ class Request:
         "entry_point",
         "router",
         "http_version",
+        "source",
+        "finalizers",
     )
 
     def __init__(
@@ -129,6 +164,9 @@ class Request:
         self.entry_point = entry_point
         self.router = ""
         self.http_version = http_version
+        # Set by the proxy when the request enters a middleware chain.
+        self.source: BodySource | None = None
+        self.finalizers: list[Callable[[], None]] | None = None
 
     def set_path(self, path: str) -> None:
         """Rewrite the path that is forwarded (stripPrefix, replacePath, ...)."""
@@ -140,15 +178,57 @@ class Request:
         """The request target forwarded upstream: path and query."""
         return f"{self.raw_path}?{self.query}" if self.query else self.raw_path
 
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once when this exchange ends, however it ends.
+
+        That is after the last byte of the response was handed to the client,
+        or when the client or the upstream went away (inFlightReq uses it).
+        """
+        if self.finalizers is None:
+            self.finalizers = [callback]
+        else:
+            self.finalizers.append(callback)
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole request body, at most ``limit`` bytes, else ``BodyTooLarge``.
+
+        Once read, the body is held and forwarded from memory, so the request
+        can be sent again (``replayable``).
+        """
+        if self.source is None:
+            return b""
+        return await self.source.read_request_body(limit)
+
+    @property
+    def replayable(self) -> bool:
+        """Whether forwarding again would send the same request (retry asks this).
+
+        True when the request has no body or its body was read whole; False
+        once any of a streamed body went to a server.
+        """
+        return self.source is None or self.source.request_replayable()
+
+
+class BodyTransform(Protocol):
+    """Rewrites a streamed response body piece by piece (compress)."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
 
 class Response:
     """A response head, plus a body when a handler generated the response.
 
     ``streamed`` responses come from the upstream; their body is relayed by
-    the proxy after the head has passed back through the chain.
+    the proxy after the head has passed back through the chain, through
+    ``transform`` when a middleware set one. ``error`` is set (to the cause)
+    when the gateway generated this response because no server could be
+    reached or a server failed before answering: retry and circuitBreaker
+    count those as network errors.
     """
 
-    __slots__ = ("status", "reason", "headers", "body", "streamed")
+    __slots__ = ("status", "reason", "headers", "body", "streamed", "error", "transform", "source")
 
     def __init__(
         self,
@@ -158,22 +238,92 @@ class Response:
         body: bytes = b"",
         reason: str = "",
         streamed: bool = False,
+        error: str = "",
     ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self.streamed = streamed
+        self.error = error
+        self.transform: BodyTransform | None = None
+        self.source: BodySource | None = None
+
+    async def read_body(self, limit: int) -> bytes:
+        """Read a streamed body whole (at most ``limit`` bytes, else ``BodyTooLarge``).
+
+        The response then carries it in ``body`` and is no longer streamed.
+        """
+        if self.streamed and self.source is not None:
+            self.body = await self.source.read_response_body(limit)
+            self.streamed = False
+            self.source = None
+        elif len(self.body) > limit:
+            raise BodyTooLarge(limit)
+        return self.body
 
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-O_contra = TypeVar("O_contra", contravariant=True)
+
+class Filter:
+    """A middleware that works on heads only, synchronously.
+
+    Override ``request`` to inspect or rewrite the request, or to answer it
+    (return a ``Response``); return ``None`` to pass it on. Override
+    ``response`` to edit the response head on its way back (status, headers,
+    ``transform``); it runs for responses from the upstream and for those an
+    inner middleware or the gateway generated, as Traefik's response writers
+    do. ``request`` may return an awaitable resolving to the same, when it has
+    to wait; keep that off the common path.
+    """
+
+    def request(self, request: Request) -> Response | Awaitable[Response | None] | None:
+        return None
+
+    def response(self, request: Request, response: Response) -> None:
+        return None
 
 
-class MiddlewareType(Protocol[O_contra]):
-    """Builds a configured middleware; ``build`` runs once per configuration."""
+class ServiceHandle(Protocol):
+    """A dynamic-configuration service a middleware sends its own requests to."""
+
+    name: str
+
+    async def fetch(self, request: Request, target: str) -> Response:
+        """GET ``target`` from one of the service's servers, with ``request``'s
+        headers and host; the returned response has its body read whole."""
+        ...
+
+
+class BuildContext(Protocol):
+    """What ``build`` may use besides its options."""
+
+    # The middleware's qualified name (``auth@file``), for logs and metrics.
+    name: str
+
+    def service(self, name: str) -> ServiceHandle:
+        """A service by name, qualified in the middleware's provider unless it
+        names one (``pages@file``); raises ConfigError when there is none."""
+        ...
+
+    def http_client(self) -> aiohttp.ClientSession:
+        """The gateway's shared HTTP client session (call it on the event loop)."""
+        ...
+
+    def on_close(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` when this configuration is replaced or the gateway stops."""
+        ...
+
+
+class MiddlewareType(Protocol):
+    """Builds a configured middleware; ``build`` runs once per configuration.
+
+    ``options`` is a ``@model`` dataclass the registry decodes the configuration
+    into (so unknown keys and wrong types are errors naming file, line and key).
+    """
 
     key: ClassVar[str]
+    options: ClassVar[type[Any]]
 
-    def build(self, options: O_contra, next: Handler) -> Handler: ...
+    def build(self, options: Any, next: Handler, context: BuildContext) -> Handler | Filter: ...

@@ -2,114 +2,93 @@
 
 Built-ins and plugins are found the same way, by the key a configuration
 uses (``headers``, ``basicAuth``); a plugin registers under the entry-point
-group ``sluice.middleware`` and may not reuse a built-in's key. ``build_chain``
-turns a router's ordered ``middlewares`` list into one handler, validating
-each middleware's options as it goes, so errors surface at reload time with
-the middleware's name, file and line, never on a request.
+group ``sluice.middleware`` and may not reuse a built-in's key. Built-ins are
+named by ``module:Class`` and imported on first use, so a gateway whose
+configuration uses no JWT never imports the JWT code.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
+import importlib
+from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any
 
-from gateway.config.dynamic import MiddlewareConfig
 from gateway.config.errors import ConfigError
-from gateway.config.loader import decode_value
-from middleware.contract import Handler, Request, Response
-from middleware.headers import HeadersMiddleware
-
-log = logging.getLogger(__name__)
+from middleware.contract import MiddlewareType
 
 ENTRY_POINT_GROUP = "sluice.middleware"
 
-
-class MiddlewareFactory(Protocol):
-    """What the registry holds: a key, an options class, and ``build``."""
-
-    key: str
-    options: type[Any]
-
-    def build(self, options: Any, next: Handler) -> Handler: ...
-
-
-BUILTINS: dict[str, MiddlewareFactory] = {
-    HeadersMiddleware.key: HeadersMiddleware(),
+# Traefik's HTTP middleware keys, in its documentation's order where it has one.
+BUILTINS: dict[str, str] = {
+    "addPrefix": "middleware.http.paths:AddPrefix",
+    "basicAuth": "middleware.http.basic_auth:BasicAuth",
+    "buffering": "middleware.http.buffering:Buffering",
+    "circuitBreaker": "middleware.http.circuit_breaker:CircuitBreaker",
+    "compress": "middleware.http.compress:Compress",
+    "digestAuth": "middleware.http.digest_auth:DigestAuth",
+    "errors": "middleware.http.errors:Errors",
+    "forwardAuth": "middleware.http.forward_auth:ForwardAuth",
+    "headers": "middleware.http.headers:HeadersMiddleware",
+    "inFlightReq": "middleware.http.in_flight:InFlightReq",
+    "ipAllowList": "middleware.http.ip_allowlist:IPAllowList",
+    "jwt": "middleware.http.jwt_auth:JWTAuth",
+    "rateLimit": "middleware.http.rate_limit:RateLimit",
+    "redirectRegex": "middleware.http.redirects:RedirectRegex",
+    "redirectScheme": "middleware.http.redirects:RedirectScheme",
+    "replacePath": "middleware.http.paths:ReplacePath",
+    "replacePathRegex": "middleware.http.paths:ReplacePathRegex",
+    "retry": "middleware.http.retry:Retry",
+    "stripPrefix": "middleware.http.paths:StripPrefix",
+    "stripPrefixRegex": "middleware.http.paths:StripPrefixRegex",
 }
 
+# ``chain`` is not a factory: the chain compiler expands it into its members.
+CHAIN = "chain"
+# ``plugin: {NAME: {options}}`` names a plugin as Traefik's configuration does.
+PLUGIN = "plugin"
 
-def load_registry(*, plugins: bool = True) -> dict[str, MiddlewareFactory]:
+
+class Registry(Mapping[str, MiddlewareType]):
+    """Middleware factories by configuration key, resolved on first use."""
+
+    def __init__(self, factories: Mapping[str, MiddlewareType | str]) -> None:
+        self._factories: dict[str, MiddlewareType | str] = dict(factories)
+
+    def __getitem__(self, kind: str) -> MiddlewareType:
+        factory = self._factories[kind]
+        if isinstance(factory, str):
+            factory = self._factories[kind] = _instantiate(_import(factory))
+        return factory
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def with_factories(self, extra: Mapping[str, MiddlewareType | str]) -> Registry:
+        """A copy with ``extra`` added (tests register middleware this way)."""
+        return Registry({**self._factories, **extra})
+
+
+def _import(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _instantiate(factory: Any) -> MiddlewareType:
+    return factory() if isinstance(factory, type) else factory  # type: ignore[no-any-return]
+
+
+def load_registry(*, plugins: bool = True) -> Registry:
     """Built-ins plus installed plugins; a plugin shadowing a built-in is an error."""
-    registry = dict(BUILTINS)
-    if not plugins:
-        return registry
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTINS:
-            raise ConfigError(
-                f"plugin {ep.value!r} registers middleware {ep.name!r}, which is a built-in"
-            )
-        factory = ep.load()
-        registry[ep.name] = factory() if isinstance(factory, type) else factory
-    return registry
-
-
-def build_chain(
-    names: Sequence[str],
-    definitions: Mapping[str, MiddlewareConfig],
-    terminal: Handler,
-    *,
-    registry: Mapping[str, MiddlewareFactory],
-    on_error: Callable[[str], None] | None = None,
-) -> Handler:
-    """One handler running ``names`` in order, then ``terminal``."""
-    handler = terminal
-    for name in reversed(names):
-        config = definitions.get(name)
-        if config is None:
-            raise ConfigError(f"unknown middleware {name!r}")
-        kind = config.kind
-        if kind == "plugin" and len(config.options) == 1:
-            kind = next(iter(config.options))
-            raw = config.options[kind]
-        else:
-            raw = config.options
-        factory = registry.get(kind)
-        if factory is None:
-            from gateway.config.errors import suggestion
-
-            raise ConfigError(
-                f"unknown middleware type {kind!r}{suggestion(kind, registry)}",
-                origin=config.origin,
-                path=f"http.middlewares.{name}",
-            )
-        options = decode_value(
-            factory.options, raw, origin=config.origin, path=f"http.middlewares.{name}.{kind}"
-        )
-        handler = _guard(name, factory.build(options, handler), on_error)
-    return handler
-
-
-def _guard(name: str, handler: Handler, on_error: Callable[[str], None] | None) -> Handler:
-    """Tag exceptions with the middleware's name; the exchange turns them into a 500."""
-
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except MiddlewareFailed:
-            raise
-        except Exception as exc:
-            if on_error is not None:
-                on_error(name)
-            raise MiddlewareFailed(name) from exc
-
-    return guarded
-
-
-class MiddlewareFailed(Exception):
-    """A middleware raised; carries its name for the log line and the counter."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"middleware {name} failed")
-        self.name = name
+    factories: dict[str, MiddlewareType | str] = dict(BUILTINS)
+    if plugins:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in BUILTINS or ep.name in (CHAIN, PLUGIN):
+                raise ConfigError(
+                    f"plugin {ep.value!r} registers middleware {ep.name!r}, which is a built-in"
+                )
+            factories[ep.name] = ep.value
+    return Registry(factories)

@@ -15,8 +15,8 @@ from gateway.config.model import model
 from gateway.config.static import AccessLog as AccessLogConfig
 from gateway.config.static import Prometheus
 from gateway.metrics import create_metrics
-from middleware.contract import Handler, Request, Response
-from middleware.registry import BUILTINS
+from middleware.contract import BuildContext, Handler, Request, Response
+from middleware.registry import load_registry
 from tests.backends import RecordingBackend, closed_port, get, http_request
 from tests.harness import start_gateway
 
@@ -137,7 +137,7 @@ class _Explodes:
     key = "explodes"
     options = _NoOptions
 
-    def build(self, options: _NoOptions, next: Handler) -> Handler:
+    def build(self, options: _NoOptions, next: Handler, context: BuildContext) -> Handler:
         async def handler(request: Request) -> Response:
             if request.path == "/boom":
                 raise RuntimeError("boom")
@@ -150,7 +150,7 @@ async def test_raising_middleware_answers_500_and_gateway_keeps_serving(tmp_path
     """A middleware exception answers 500 for that request only, and is counted."""
     backend = await RecordingBackend().start()
     metrics = create_metrics(Prometheus())
-    registry = {**BUILTINS, "explodes": _Explodes()}
+    registry = load_registry(plugins=False).with_factories({"explodes": _Explodes()})
     text = (
         dynamic(backend.url, "middlewares: [bad]")
         + "  middlewares:\n    bad:\n      explodes: {}\n"

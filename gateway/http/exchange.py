@@ -17,7 +17,6 @@ connections, the common cases of a dying server.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -37,9 +36,20 @@ from gateway.http.field_kinds import (
     without_fields,
 )
 from gateway.http.forwarded import forwarding_headers
+from gateway.http.middleware_path import (
+    answer,
+    edit_response_head,
+    error_response,
+    read_request_body,
+    read_response_body,
+    run_chain,
+    run_filters,
+    run_finalizers,
+    wake,
+)
 from gateway.http.routing import RouterRuntime
 from gateway.http.upstream import ResponseConnection, UpstreamServer
-from middleware.contract import Headers, Request, Response
+from middleware.contract import BodyTransform, Headers, Request, Response
 
 if TYPE_CHECKING:
     from gateway.http.server import ClientConnection
@@ -53,16 +63,6 @@ _DIALS: set[asyncio.Task[None]] = set()
 
 _NO_SERVERS: frozenset[UpstreamServer] = frozenset()
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
-# The exchange whose middleware chain is running; each chain runs in its own
-# task, so the terminal handler finds its exchange without a per-request closure.
-current_exchange: contextvars.ContextVar[Exchange] = contextvars.ContextVar("sluice_exchange")
-
-
-async def proxy_terminal(request: Request) -> Response:
-    """The last handler of every middleware chain: forward upstream."""
-    return await current_exchange.get().proxy(request)
-
 
 class Exchange:
     """State of one proxied request/response."""
@@ -102,6 +102,9 @@ class Exchange:
         "finished",
         "deadline",
         "task",
+        "transform",
+        "full_body",
+        "body_waiter",
     )
 
     def __init__(
@@ -154,55 +157,47 @@ class Exchange:
         self.finished = False
         self.deadline = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.transform: BodyTransform | None = None
+        # Set once a middleware read the request body whole (it is then replayable).
+        self.full_body: bytes | None = None
+        self.body_waiter: asyncio.Future[None] | None = None
+        if router.chain is not None:
+            request.source = self
 
     # -- starting ----------------------------------------------------------------
 
     def begin(self) -> None:
         """Run the router's chain, or forward straight away when it has none."""
-        if self.router.chain is None:
+        router = self.router
+        if router.chain is None:
             self.forward()
+        elif router.filters is not None:
+            run_filters(self, 0)
         else:
-            self.task = asyncio.get_running_loop().create_task(self._run_chain())
+            self.task = asyncio.get_running_loop().create_task(run_chain(self))
 
-    async def _run_chain(self) -> None:
-        chain = self.router.chain
-        assert chain is not None
-        current_exchange.set(self)
-        try:
-            response = await chain(self.request)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("router %s: middleware failed", self.router.name)
-            self.client.count_middleware_error(self.router)
-            if not self.head_sent:
-                self.fail(500)
-            return
-        if self.finished:
-            return
-        if response.streamed:
-            self._send_head(
-                response.status, response.reason.encode("latin-1"), response.headers.raw
-            )
-            if self.upgrade_data is not None:
-                self.on_upgraded(self.upgrade_data)
-                return
-            pending, self.pending_body = self.pending_body, None
-            for data in pending or ():
-                self._relay_body(data)
-            if self.response_complete:
-                self._finish_response()
-            else:
-                self.flush()
-        else:
-            self.respond(response)
+    # -- what middleware asks of the exchange (BodySource) ------------------------
 
-    async def proxy(self, request: Request) -> Response:
-        """The terminal handler of a middleware chain: forward and await the head."""
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.pending_body = []
-        self.forward()
-        return await self.waiter
+    async def read_request_body(self, limit: int) -> bytes:
+        return await read_request_body(self, limit)
+
+    def request_replayable(self) -> bool:
+        return not self.has_body or self.full_body is not None or not self.body_sent
+
+    async def read_response_body(self, limit: int) -> bytes:
+        return await read_response_body(self, limit)
+
+    def reset_for_retry(self) -> None:
+        """Forget the last attempt's upstream and response, before forwarding again."""
+        self.tried = _NO_SERVERS
+        self.server = None
+        self.cookies = None
+        self.response_started = False
+        self.response_complete = False
+        self.status = 0
+        self.deadline = 0.0
+        if self.full_body is not None:
+            self.request_done = False
 
     # -- choosing a server and a connection ------------------------------------
 
@@ -264,9 +259,16 @@ class Exchange:
         conn.head_only = self.method == b"HEAD"
         conn.requests += 1
         data = self._request_head()
+        if self.full_body is not None:
+            # Read whole by a middleware: sent from memory, as often as asked.
+            self.body_sent = True
+            self.request_done = True
+            conn.write(data + self.full_body)
+            return
         if self.body_buffer:
             self.body_sent = True
-            data += b"".join(self.body_buffer)
+            body = b"".join(self.body_buffer)
+            data += wire.chunk(body) if self.client.request_chunked else body
             self.body_buffer.clear()
             if self.buffered > _BODY_BUFFER_LIMIT:
                 self.client.set_reading(True)
@@ -333,7 +335,9 @@ class Exchange:
         if self.upgrade:
             parts.append(b"Connection: Upgrade\r\nUpgrade: " + client.upgrade_value + b"\r\n")
         if self.has_body:
-            if client.request_chunked:
+            if self.full_body is not None:
+                parts.append(b"Content-Length: %d\r\n" % len(self.full_body))
+            elif client.request_chunked:
                 parts.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 parts.append(b"Content-Length: %d\r\n" % client.content_length)
@@ -342,20 +346,23 @@ class Exchange:
 
     def on_request_body(self, data: bytes) -> None:
         """A piece of the client's request body (already de-chunked)."""
-        if self.client.request_chunked:
-            data = wire.chunk(data)
         conn = self.upstream
         if conn is not None and not conn.closed:
             self.body_sent = True
-            conn.write(data)
+            conn.write(wire.chunk(data) if self.client.request_chunked else data)
         else:
+            # Held raw: framed when sent, or handed whole to a middleware.
             self.body_buffer.append(data)
             self.buffered += len(data)
-            if self.buffered > _BODY_BUFFER_LIMIT:
+            if self.body_waiter is not None:
+                wake(self)
+            elif self.buffered > _BODY_BUFFER_LIMIT:
                 self.client.set_reading(False)
 
     def on_request_complete(self) -> None:
         self.request_complete = True
+        if self.body_waiter is not None:
+            wake(self)
         conn = self.upstream
         if conn is not None and not self.request_done:
             if self.client.request_chunked:
@@ -384,10 +391,18 @@ class Exchange:
                         streamed=True,
                     )
                 )
+                waiter.result().source = self
             return
-        self._send_head(status, reason, headers)
+        filters = self.router.filters
+        if filters is not None and filters.responders:
+            response = edit_response_head(self, status, reason, headers)
+            self.transform = response.transform
+            if response.status != status:
+                reason = b""
+            status, headers = response.status, response.headers.raw
+        self.send_head(status, reason, headers)
 
-    def _send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
         client = self.client
         parts = [wire.status_line(status, reason if status != 200 else b"")]
@@ -414,6 +429,8 @@ class Exchange:
             for cookie in self.cookies:
                 parts += (b"Set-Cookie: ", cookie, b"\r\n")
         no_body = self.method == b"HEAD" or status in (204, 304)
+        if no_body:
+            self.transform = None
         if status == 101:
             parts.append(b"Connection: Upgrade\r\nUpgrade: " + client.upgrade_value + b"\r\n\r\n")
             self.head_sent = True
@@ -444,10 +461,17 @@ class Exchange:
         if not self.head_sent:
             if self.pending_body is not None:
                 self.pending_body.append(data)
+                if self.body_waiter is not None:
+                    wake(self)
             return
-        self._relay_body(data)
+        self.relay_body(data)
 
-    def _relay_body(self, data: bytes) -> None:
+    def relay_body(self, data: bytes) -> None:
+        transform = self.transform
+        if transform is not None:
+            data = transform.feed(data)
+            if not data:
+                return
         self.bytes_out += len(data)
         self.out.append(wire.chunk(data) if self.chunked_out else data)
 
@@ -468,11 +492,19 @@ class Exchange:
             else:
                 conn.close()
         if self.head_sent:
-            self._finish_response()
+            self.finish_response()
+        elif self.body_waiter is not None:
+            wake(self)
         # else: the middleware task sends the head, then finishes.
 
-    def _finish_response(self) -> None:
+    def finish_response(self) -> None:
         out = self.out
+        transform = self.transform
+        if transform is not None:
+            self.transform = None
+            tail = transform.end()
+            if tail:
+                self.relay_body(tail)
         if self.chunked_out:
             out.append(wire.LAST_CHUNK)
         if out:
@@ -500,7 +532,12 @@ class Exchange:
         if self.response_started:
             if self.until_close and exc is None and self.head_sent:
                 # A close-delimited body ends when the upstream closes.
-                self._finish_response()
+                self.finish_response()
+                return
+            waiter = self.body_waiter
+            if waiter is not None and not waiter.done():
+                # A middleware reading the body whole learns it was cut short.
+                waiter.set_exception(ConnectionResetError("upstream closed mid-response"))
                 return
             # Mid-response: the client cannot be told otherwise.
             self.client.abort()
@@ -547,13 +584,13 @@ class Exchange:
         if self.method != b"HEAD":
             parts.append(body)
         self.bytes_out = len(body)
-        self._abandon_upstream()
+        self.abandon_upstream()
         self.head_sent = True
         self.finished = True
         self.client.write(b"".join(parts))
         self.client.exchange_done(self, not close)
 
-    def fail(self, status: int) -> None:
+    def fail(self, status: int, cause: str = "") -> None:
         """Answer with an error status generated by the gateway."""
         if self.finished:
             return
@@ -564,11 +601,15 @@ class Exchange:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             # Let the chain see the error response like any other.
-            waiter.set_result(Response(status, body=wire.reason_phrase(status) + b"\n"))
+            waiter.set_result(error_response(status, cause or wire.reason_phrase(status).decode()))
+            return
+        filters = self.router.filters
+        if filters is not None and filters.responders:
+            answer(self, error_response(status, cause), len(filters.filters))
             return
         self.status = status
         close = not self.request_done or not self.keep_alive
-        self._abandon_upstream()
+        self.abandon_upstream()
         self.head_sent = True
         self.finished = True
         self.client.write(
@@ -576,7 +617,7 @@ class Exchange:
         )
         self.client.exchange_done(self, not close)
 
-    def _abandon_upstream(self) -> None:
+    def abandon_upstream(self) -> None:
         conn = self.upstream
         self.upstream = None
         if conn is not None:
@@ -585,9 +626,11 @@ class Exchange:
     def cancel(self) -> None:
         """The client went away: release everything this exchange holds."""
         self.finished = True
-        self._abandon_upstream()
+        self.abandon_upstream()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.cancel()
+        if self.request.finalizers is not None:
+            run_finalizers(self.request)

@@ -17,6 +17,7 @@ from middleware.contract import Handler, Request, Response
 
 if TYPE_CHECKING:
     from gateway.http.router_table import RouterTable
+    from middleware.chains import FilterChain
 
 
 @dataclass(slots=True, eq=False)
@@ -41,6 +42,8 @@ class RouterRuntime:
     # None when the router has no middleware: the request is forwarded
     # without creating a task or Request-level handler calls.
     chain: Handler | None = None
+    # Set when every middleware is a Filter: run inline, no task per request.
+    filters: FilterChain | None = None
     middleware_names: tuple[str, ...] = ()
     tls: bool = False
 

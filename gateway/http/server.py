@@ -31,6 +31,7 @@ import httptools
 from gateway.http import wire
 from gateway.http.exchange import Exchange
 from gateway.http.forwarded import FORWARDED_NAMES
+from gateway.http.middleware_path import run_finalizers
 from gateway.http.routing import NOT_FOUND_ROUTER
 from middleware.contract import Headers, Request
 
@@ -539,6 +540,8 @@ class ClientConnection(asyncio.Protocol):
             conn.write(b"".join(exchange.body_buffer))
             exchange.body_buffer.clear()
         self.entry.observe(exchange)
+        if exchange.request.finalizers is not None:
+            run_finalizers(exchange.request)
 
     def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
         """Called by the exchange once its response has been written."""
@@ -546,6 +549,8 @@ class ClientConnection(asyncio.Protocol):
         observer = entry.observer
         if observer is not None:
             observer.observe(entry.name, exchange)
+        if exchange.request.finalizers is not None:
+            run_finalizers(exchange.request)
         if self.active is exchange:
             self.active = None
         if not keep_alive or self.draining:

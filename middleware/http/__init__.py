@@ -1,0 +1,1 @@
+"""Built-in HTTP middlewares, one module per Traefik middleware (or family)."""
