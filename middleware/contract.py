@@ -133,6 +133,7 @@ class Request:
         "http_version",
         "source",
         "finalizers",
+        "trusted",
     )
 
     def __init__(
@@ -150,6 +151,7 @@ class Request:
         entry_point: str = "",
         http_version: str = "1.1",
         path: str | None = None,
+        trusted: bool = False,
     ) -> None:
         self.method = method
         self.raw_path = raw_path
@@ -164,6 +166,9 @@ class Request:
         self.entry_point = entry_point
         self.router = ""
         self.http_version = http_version
+        # Whether the client is in the entry point's forwardedHeaders.trustedIPs:
+        # only then do its X-Forwarded-* fields say anything (ipStrategy).
+        self.trusted = trusted
         # Set by the proxy when the request enters a middleware chain.
         self.source: BodySource | None = None
         self.finalizers: list[Callable[[], None]] | None = None

@@ -468,6 +468,7 @@ class ClientConnection(asyncio.Protocol):
             sni=self.sni,
             entry_point=self.entry.name,
             http_version=version,
+            trusted=self.trusted,
         )
         has_body = self.request_chunked or self.content_length > 0
         route = self.entry.state.table.match(request)
