@@ -126,9 +126,9 @@ class RecordingBackend:
     pending: set[asyncio.Future[None]] = field(default_factory=set)
     close_after_response: bool = False
 
-    async def start(self) -> RecordingBackend:
+    async def start(self, port: int = 0) -> RecordingBackend:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Conn(self), "127.0.0.1", 0)
+        self.server = await loop.create_server(lambda: _Conn(self), "127.0.0.1", port)
         return self
 
     @property

@@ -14,6 +14,7 @@ cookie for an available target goes there; otherwise a fresh pick sets it.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 
@@ -118,10 +119,18 @@ class Balancer:
         single = self._single
         now = time.monotonic()
         if single is not None:
-            if single.available(now) and single not in exclude:
+            if single not in exclude and single.healthy:
+                # Ejected or not, the only server is the only chance (see below).
                 return Pick(single, None)
             return None
-        return self._pick(request, exclude, now)
+        found = self._pick(request, exclude, now)
+        if found is None:
+            # Envoy's panic routing: when passive ejection has taken out every
+            # server, trying them beats a certain 503, and a server that came
+            # back is found at once. Active health checks still rule (an
+            # infinite "now" lifts only ejections).
+            found = self._pick(request, exclude, math.inf)
+        return found
 
     def _pick(
         self, request: Request, exclude: frozenset[UpstreamServer], now: float

@@ -48,15 +48,20 @@ def test_smooth_spread_interleaves_heavy_server():
 
 
 def test_unavailable_servers_are_skipped_and_none_means_none():
-    """Unhealthy or ejected servers are not picked; with none left, pick returns None."""
+    """Unhealthy or ejected servers are not picked; with none healthy, pick returns None."""
     members = servers(1, 1)
     lb = Balancer("svc", members, [1, 1])
     members[0].set_healthy(False)
     assert {lb.pick(request()).server.url for _ in range(5)} == {members[1].url}  # type: ignore[union-attr]
     members[1].eject("refused")
-    assert lb.pick(request()) is None
+    # Every server out: the ejected one is still tried (panic routing), the
+    # actively unhealthy one never.
+    assert {lb.pick(request()).server.url for _ in range(5)} == {members[1].url}  # type: ignore[union-attr]
     members[0].set_healthy(True)
     assert lb.pick(request()).server is members[0]  # type: ignore[union-attr]
+    members[0].set_healthy(False)
+    members[1].set_healthy(False)
+    assert lb.pick(request()) is None
 
 
 def test_passive_ejection_needs_configured_failures_within_window():
