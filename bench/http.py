@@ -47,11 +47,13 @@ from bench.harness import (  # noqa: E402
     selected_cases,
 )
 
-CASES = ("direct", "sluice", "traefik", "nginx", "haproxy", "envoy")
+CASES = ("direct", "sluice", "sluice-mw", "traefik", "traefik-mw", "nginx", "haproxy", "envoy")
 LABELS = {
     "direct": "backend direct",
     "sluice": "Sluice",
+    "sluice-mw": "Sluice + middlewares",
     "traefik": "Traefik",
+    "traefik-mw": "Traefik + middlewares",
     "nginx": "nginx",
     "haproxy": "HAProxy",
     "envoy": "Envoy",
@@ -97,19 +99,26 @@ def builders(backend_port: int) -> dict[str, Builder]:
     """For each proxy, a function from its work directory and port to its Launch."""
     return {
         "sluice": lambda d, p: peers.sluice(d, p, free_ports(1)[0], backend_port),
+        "sluice-mw": lambda d, p: peers.sluice(
+            d, p, free_ports(1)[0], backend_port, middlewares=True
+        ),
         "traefik": lambda d, p: peers.traefik(d, p, free_ports(1)[0], backend_port),
+        "traefik-mw": lambda d, p: peers.traefik(
+            d, p, free_ports(1)[0], backend_port, middlewares=True
+        ),
         "nginx": lambda d, p: peers.nginx_proxy(d, p, backend_port),
         "haproxy": lambda d, p: peers.haproxy(d, p, backend_port),
         "envoy": lambda d, p: peers.envoy(d, p, backend_port),
     }
 
 
-def measure(proc: Proc, port: int, params: wrk.WrkParams, warmup: float) -> CaseResult:
+def measure(proc: Proc, port: int, params: wrk.WrkParams, warmup: float,
+            headers: tuple[str, ...] = ()) -> CaseResult:
     """Warm up, then run wrk once while sampling the process tree."""
     if warmup > 0:
-        wrk.run(port, peers.BENCH_HOST, params, duration=warmup)
+        wrk.run(port, peers.BENCH_HOST, params, duration=warmup, headers=headers)
     with sample_tree(proc.pid) as sample, sample_cpu(params.cpu) as load:
-        result = wrk.run(port, peers.BENCH_HOST, params)
+        result = wrk.run(port, peers.BENCH_HOST, params, headers=headers)
     if not proc.alive():
         return CaseResult(proc.name, ok=False, error=f"exited during the run:\n{proc.log_tail()}")
     return CaseResult(
@@ -127,7 +136,10 @@ def run_case(name: str, sup: Supervisor, build: Builder, pinning: Pinning,
     try:
         launch = build(workdir, free_ports(1)[0])
         proc = peers.start(sup, launch, pinning.proxy)
-        return measure(proc, launch.port, params, warmup)
+        headers = (peers.BENCH_AUTH_HEADER,) if name.endswith("-mw") else ()
+        result = measure(proc, launch.port, params, warmup, headers)
+        result.name = name
+        return result
     except (StartError, peers.MissingProgram, wrk.WrkError) as exc:
         return CaseResult(name, ok=False, error=str(exc))
     except Exception as exc:  # a broken case must not stop the others
@@ -165,6 +177,12 @@ def print_report(results: list[CaseResult], pinning: Pinning, params: wrk.WrkPar
          "sock err", "x Traefik", "x HAProxy", "rounds req/s"],
         rows,
     ))
+    for proxy in ("sluice", "traefik"):
+        kept = report.ratio(rps.get(f"{proxy}-mw"), rps.get(proxy))
+        if kept is not None:
+            print(f"{LABELS[proxy]} with basicAuth + ipAllowList + headers keeps"
+                  f" {kept:.2f} of its throughput without them"
+                  + (" (target: at least 0.85)" if proxy == "sluice" else ""))
     for r in results:
         if r.error:
             print(f"\n{LABELS[r.name]} {'failed' if not r.ok else 'partly failed'}: {r.error}")

@@ -77,7 +77,30 @@ def executable(name: str) -> str:
 # --- dynamic configuration in Traefik's file-provider dialect (Sluice and Traefik) --
 
 
-def dynamic_yaml(hosts: Sequence[str], backend_port: int) -> str:
+# The middleware case (issue #3): the homelab chain of basicAuth, ipAllowList
+# and headers, in the same YAML for Sluice and Traefik. The password hash is
+# bcrypt (cost 5) for user "bench", password "bench"; wrk sends the header.
+BENCH_AUTH_HEADER = "Authorization: Basic YmVuY2g6YmVuY2g="
+_BENCH_HASH = "$2b$05$XEJbkH2dYM154bIK9XqU3eXemc6Xwcyb1za0ncl0eWaA8d52zgdaO"
+MIDDLEWARES_YAML = f"""  middlewares:
+    auth:
+      basicAuth:
+        users: ["bench:{_BENCH_HASH}"]
+    lan:
+      ipAllowList:
+        sourceRange: ["127.0.0.0/8", "::1/128"]
+    secure:
+      headers:
+        frameDeny: true
+        contentTypeNosniff: true
+        customRequestHeaders:
+          X-Bench: "1"
+        customResponseHeaders:
+          X-Served-By: "gateway"
+"""
+
+
+def dynamic_yaml(hosts: Sequence[str], backend_port: int, middlewares: bool = False) -> str:
     """One router per host, each ``Host(`h`)`` on entry point web, all to one service."""
     lines = ["http:", "  routers:"]
     for i, host in enumerate(hosts):
@@ -87,6 +110,8 @@ def dynamic_yaml(hosts: Sequence[str], backend_port: int) -> str:
             "      service: backend",
             "      entryPoints: [web]",
         ]
+        if middlewares:
+            lines.append("      middlewares: [auth, lan, secure]")
     lines += [
         "  services:",
         "    backend:",
@@ -95,7 +120,7 @@ def dynamic_yaml(hosts: Sequence[str], backend_port: int) -> str:
         f'          - url: "http://{LOOPBACK}:{backend_port}"',
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + (MIDDLEWARES_YAML if middlewares else "")
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -154,10 +179,10 @@ def backend(workdir: Path, port: int) -> Launch:
 
 
 def sluice(workdir: Path, port: int, api_port: int, backend_port: int,
-           hosts: Sequence[str] = (BENCH_HOST,)) -> Launch:
+           hosts: Sequence[str] = (BENCH_HOST,), middlewares: bool = False) -> Launch:
     """Sluice with the file provider, the API (for /api/health) and Prometheus metrics."""
     dynamic = workdir / "sluice-dynamic.yaml"
-    write_atomically(dynamic, dynamic_yaml(hosts, backend_port))
+    write_atomically(dynamic, dynamic_yaml(hosts, backend_port, middlewares))
     static = workdir / "sluice-static.yaml"
     static.write_text(
         "entryPoints:\n"
@@ -190,10 +215,10 @@ def sluice(workdir: Path, port: int, api_port: int, backend_port: int,
 
 
 def traefik(workdir: Path, port: int, metrics_port: int, backend_port: int,
-            hosts: Sequence[str] = (BENCH_HOST,)) -> Launch:
+            hosts: Sequence[str] = (BENCH_HOST,), middlewares: bool = False) -> Launch:
     """Traefik v3 on one core, file provider, Prometheus metrics on, access log off."""
     dynamic = workdir / "traefik-dynamic.yaml"
-    write_atomically(dynamic, dynamic_yaml(hosts, backend_port))
+    write_atomically(dynamic, dynamic_yaml(hosts, backend_port, middlewares))
     static = workdir / "traefik-static.yaml"
     static.write_text(
         "global:\n"

@@ -74,7 +74,8 @@ def parse(text: str) -> WrkResult:
     )
 
 
-def command(port: int, host: str, params: WrkParams, duration: float | None = None) -> list[str]:
+def command(port: int, host: str, params: WrkParams, duration: float | None = None,
+            headers: tuple[str, ...] = ()) -> list[str]:
     secs = params.duration if duration is None else duration
     argv = [
         "wrk",
@@ -84,14 +85,17 @@ def command(port: int, host: str, params: WrkParams, duration: float | None = No
         "--latency",
         "--header",
         f"Host: {host}",
-        f"http://{LOOPBACK}:{port}/",
     ]
+    for header in headers:
+        argv += ["--header", header]
+    argv.append(f"http://{LOOPBACK}:{port}/")
     return pinned(argv, params.cpu)
 
 
-def run(port: int, host: str, params: WrkParams, duration: float | None = None) -> WrkResult:
+def run(port: int, host: str, params: WrkParams, duration: float | None = None,
+        headers: tuple[str, ...] = ()) -> WrkResult:
     """Run wrk against ``127.0.0.1:port`` with ``Host: host`` and parse its report."""
-    argv = command(port, host, params, duration)
+    argv = command(port, host, params, duration, headers)
     secs = params.duration if duration is None else duration
     try:
         done = subprocess.run(

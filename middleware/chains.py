@@ -196,7 +196,11 @@ class ChainCompiler:
                     path=exc.path or f"http.middlewares.{_bare(name)}.{decoded.kind}",
                 ) from None
             except (ValueError, OSError) as exc:
-                raise self._error(name, f"{decoded.kind}: {exc}") from None
+                raise ConfigError(
+                    str(exc),
+                    origin=decoded.config.origin,
+                    path=f"http.middlewares.{_bare(name)}.{decoded.kind}",
+                ) from None
             if isinstance(built, Filter):
                 filters.append(built)
                 handler = _adapt(name, built, handler, self.on_error)
