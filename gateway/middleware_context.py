@@ -51,6 +51,9 @@ class MiddlewareResources:
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
                 auto_decompress=False,
                 trust_env=False,
+                # Shared by every middleware and every client's request: a
+                # cookie one auth server sets must never ride along elsewhere.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

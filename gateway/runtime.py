@@ -253,7 +253,7 @@ class Compiler:
     ) -> Chain | None:
         """The compiled chain for ``names`` (None when empty), shared between routers."""
         try:
-            return chains.chain(names)
+            return chains.chain(names, router)
         except ConfigError as exc:
             if exc.path:
                 raise

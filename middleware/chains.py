@@ -4,7 +4,7 @@
 middleware's options up front (so a bad option is an error at reload time,
 naming the middleware, file, line and key, even for a middleware no router
 uses yet), expands ``chain`` middlewares into their members, and builds one
-``Chain`` per distinct list of names.
+``Chain`` per router and list of names.
 
 A chain made only of ``Filter`` middlewares also carries a ``FilterChain``:
 the proxy runs those inline in its protocol callbacks. Every chain carries a
@@ -88,21 +88,26 @@ class ChainCompiler:
         self.context_for = context_for
         self.on_error = on_error
         self._decoded: dict[str, _Decoded | None] = {}
-        self._chains: dict[tuple[str, ...], Chain] = {}
+        self._chains: dict[tuple[str, tuple[str, ...]], Chain] = {}
 
     def validate_all(self) -> None:
         """Decode every definition's options; raises the first ConfigError."""
         for name in self.definitions:
             self._decode(name)
 
-    def chain(self, names: Sequence[str]) -> Chain | None:
-        """The chain running ``names`` then the terminal; None for no middleware."""
+    def chain(self, names: Sequence[str], router: str = "") -> Chain | None:
+        """The chain running ``names`` then the terminal; None for no middleware.
+
+        Each router gets its own instances, as in Traefik: a rateLimit or
+        circuitBreaker attached to two routers keeps separate state for each.
+        """
         expanded = self.expand(names)
         if not expanded:
             return None
-        found = self._chains.get(expanded)
+        key = (router, expanded)
+        found = self._chains.get(key)
         if found is None:
-            found = self._chains[expanded] = self._build(expanded)
+            found = self._chains[key] = self._build(expanded)
         return found
 
     def expand(self, names: Sequence[str], stack: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -605,7 +605,11 @@ class Exchange:
             return
         filters = self.router.filters
         if filters is not None and filters.responders:
-            answer(self, error_response(status, cause), len(filters.filters))
+            answer(
+                self,
+                error_response(status, cause or wire.reason_phrase(status).decode()),
+                len(filters.filters),
+            )
             return
         self.status = status
         close = not self.request_done or not self.keep_alive

@@ -157,6 +157,9 @@ class ClientConnection(asyncio.Protocol):
         # Became active during the current feed_data call; begun after it.
         self.starting: Exchange | None = None
         self.tunnel: ResponseConnection | None = None
+        # The request that opened the tunnel: its on_done callbacks run when
+        # the tunnel closes (an upgraded connection is in flight until then).
+        self.tunnel_request: Request | None = None
         self.upgrading = False
 
     # -- asyncio.Protocol ----------------------------------------------------------
@@ -192,6 +195,9 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
+        if self.tunnel_request is not None:
+            run_finalizers(self.tunnel_request)
+            self.tunnel_request = None
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -542,7 +548,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.body_buffer.clear()
         self.entry.observe(exchange)
         if exchange.request.finalizers is not None:
-            run_finalizers(exchange.request)
+            self.tunnel_request = exchange.request
 
     def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
         """Called by the exchange once its response has been written."""
