@@ -94,5 +94,6 @@ class Observer:
                 user_agent=request.headers.get(b"user-agent") or "",
                 referer=request.headers.get(b"referer") or "",
                 request_count=self.request_count,
+                username=request.user,
             )
         )

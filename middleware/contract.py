@@ -134,6 +134,7 @@ class Request:
         "source",
         "finalizers",
         "trusted",
+        "user",
     )
 
     def __init__(
@@ -169,6 +170,8 @@ class Request:
         # Whether the client is in the entry point's forwardedHeaders.trustedIPs:
         # only then do its X-Forwarded-* fields say anything (ipStrategy).
         self.trusted = trusted
+        # Who an auth middleware let in: the access log's ClientUsername.
+        self.user = ""
         # Set by the proxy when the request enters a middleware chain.
         self.source: BodySource | None = None
         self.finalizers: list[Callable[[], None]] | None = None

@@ -90,6 +90,31 @@ async def test_access_log_writes_json_lines(tmp_path):
         await backend.close()
 
 
+async def test_access_log_names_the_user_basic_auth_let_in(tmp_path):
+    """ClientUsername in the access log is the user an auth middleware admitted."""
+    backend = await RecordingBackend().start()
+    path = tmp_path / "access.json"
+    access = AccessLog(AccessLogConfig(file_path=str(path), format="json"))
+    # {SHA} hash of "secret" for user alice.
+    auth = (
+        "  middlewares:\n    auth:\n      basicAuth:\n"
+        '        users: ["alice:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="]\n'
+    )
+    text = dynamic(backend.url, "middlewares: [auth]") + auth
+    gw = await start_gateway(tmp_path, text, access_log=access)
+    try:
+        login = "Authorization: Basic YWxpY2U6c2VjcmV0\r\n"
+        assert (await http_request(gw.port(), get("app.test", "/", login))).status == 200
+        assert (await http_request(gw.port(), get("app.test"))).status == 401
+        access.flush()
+        users = [json.loads(line)["ClientUsername"] for line in path.read_text().splitlines()]
+        assert users == ["alice", "-"]
+    finally:
+        await gw.stop()
+        access.close()
+        await backend.close()
+
+
 async def test_api_reports_configuration_and_rejected_reload(tmp_path):
     """The API lists routers and shows a rejected file with file, line and key path."""
     backend = await RecordingBackend().start()

@@ -196,6 +196,7 @@ class _BasicAuthFilter(Filter):
             self.record(value, name, running.result())
 
     def admit(self, request: Request, user: bytes) -> None:
+        request.user = user.decode("utf-8", "replace")
         headers = request.headers
         if self.header_field:
             headers.set(self.header_field, user)

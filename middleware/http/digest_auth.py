@@ -194,6 +194,7 @@ class _DigestAuthFilter(Filter):
         # The client knows the password; a refused nonce is only stale.
         if not self.nonces.accept(params["nonce"], int(params["nc"], 16), time.monotonic()):
             return self.challenge(stale=True)
+        request.user = user
         headers = request.headers
         if self.header_field:
             headers.set(self.header_field, user.encode("utf-8"))
