@@ -24,23 +24,21 @@ Invariants kept:
   from memory afterwards.
 
 The auth exchange uses the gateway's shared aiohttp session with this
-middleware's TLS context, following no redirect. The shape is a ``Filter``
-whose ``request`` returns an awaitable: once the auth server said yes, the
-rest of the chain and the upstream exchange run on the inline callback path,
-with no task held across them. ``addAuthCookiesToResponse`` must edit the
-upstream's response with what this request's auth answer said, which a
-filter's ``response`` hook has nowhere to keep: ``build`` then returns a
-``Handler``.
+middleware's TLS context (built by ``client_tls``), following no redirect.
+The shape is a ``Filter`` whose ``request`` returns an awaitable: once the
+auth server said yes, the rest of the chain and the upstream exchange run on
+the inline callback path, with no task held across them.
+``addAuthCookiesToResponse`` must edit the upstream's response with what this
+request's auth answer said, which a filter's ``response`` hook has nowhere to
+keep: ``build`` then returns a ``Handler``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import ssl
 import sys
-import tempfile
 from collections.abc import Awaitable, Sequence
 from urllib.parse import urljoin, urlsplit
 
@@ -50,6 +48,7 @@ from yarl import URL
 from gateway.config.go_regexp import compile_go
 from gateway.config.model import model
 from middleware.contract import BodyTooLarge, BuildContext, Filter, Handler, Request, Response
+from middleware.http.client_tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -137,54 +136,6 @@ class ForwardAuthOptions:
     tls: ForwardAuthTLS | None = None
 
 
-def _is_pem(value: str) -> bool:
-    return "-----BEGIN" in value
-
-
-def _ssl_context(tls: ForwardAuthTLS) -> ssl.SSLContext:
-    """Traefik's ClientTLS: ``ca``, ``cert`` and ``key`` are paths or PEM text."""
-    if bool(tls.cert) != bool(tls.key):
-        raise ValueError("tls: both cert and key must be set")
-    try:
-        if not tls.ca:
-            context = ssl.create_default_context()  # the system bundle, as in Traefik
-        elif _is_pem(tls.ca):
-            context = ssl.create_default_context(cadata=tls.ca)
-        else:
-            context = ssl.create_default_context(cafile=tls.ca)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"tls.ca: cannot load {_shown(tls.ca)}: {_reason(exc)}") from None
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if tls.cert:
-        # ssl loads key pairs from files only: PEM text is spilled to a private
-        # directory for the duration of the load.
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = []
-            for name, value in (("cert.pem", tls.cert), ("key.pem", tls.key)):
-                if _is_pem(value):
-                    path = os.path.join(tmp, name)
-                    with open(path, "w", opener=lambda p, fl: os.open(p, fl, 0o600)) as f:
-                        f.write(value)
-                    value = path
-                paths.append(value)
-            try:
-                context.load_cert_chain(paths[0], paths[1])
-            except OSError as exc:
-                where = f"{_shown(tls.cert)} and {_shown(tls.key)}"
-                raise ValueError(f"tls.cert/tls.key: cannot load {where}: {_reason(exc)}") from None
-    return context
-
-
-def _shown(value: str) -> str:
-    return "PEM text" if _is_pem(value) else repr(value)
-
-
-def _reason(exc: Exception) -> str:
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-
-
 class _Auth:
     """One configured forwardAuth: the auth exchange and what it decides."""
 
@@ -199,7 +150,13 @@ class _Auth:
         self.url = URL(address)
         self.ssl: ssl.SSLContext | bool = True
         if options.tls is not None:
-            context_ssl = _ssl_context(options.tls)
+            tls = options.tls
+            context_ssl = client_context(
+                ca=tls.ca,
+                cert=tls.cert,
+                key=tls.key,
+                insecure_skip_verify=tls.insecure_skip_verify,
+            )
             if parts.scheme == "https":
                 self.ssl = context_ssl
         self.trust = options.trust_forward_header

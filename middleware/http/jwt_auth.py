@@ -20,19 +20,20 @@ Invariants:
   and then for at most one shared fetch (``jwks.JWKSCache``);
 - failures answer 401 with ``WWW-Authenticate: Bearer`` and, for a token that
   was present, ``error="invalid_token"`` (RFC 6750 section 3.1).
+
+``jwt_token`` finds the token, strips it and forwards its claims.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import re
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -50,6 +51,7 @@ from middleware.http.jwks import (
     load_pem_key,
     parse_jwks,
 )
+from middleware.http.jwt_token import TokenLookup, forward_claims, forwarding
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +88,8 @@ class JWTOptions:
 
 
 _SOURCES = ("signingSecret", "publicKey", "publicKeyFile", "jwksFile", "jwksUrl")
-_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Framing and routing fields a claim must never set.
-_RESERVED = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
-    | {"keep-alive", "proxy-connection", "expect"}
-)
-# Controls (but HTAB) cannot appear in a field value (RFC 9110 section 5.5).
-_CONTROLS = bytes(c for c in range(32) if c != 9) + b"\x7f"
 # error_description may not hold '"' or '\' (RFC 6750 section 3).
 _UNSAFE_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
-
-HEADER, COOKIE, QUERY = 0, 1, 2
 
 _REASONS: dict[type[Exception], str] = {
     jwt.ExpiredSignatureError: "the token expired",
@@ -207,58 +199,6 @@ def load_keys(options: JWTOptions) -> tuple[VerificationKey | KeySet | str, tupl
     return bound, allowed
 
 
-# -- where the token is, and what is forwarded ----------------------------------------
-
-
-def claim_path(text: str) -> tuple[str, ...]:
-    """Hub's nested claim names: ``user.name``, with ``\\.`` and ``\\\\`` escapes."""
-    parts: list[str] = []
-    current: list[str] = []
-    chars = iter(text)
-    for c in chars:
-        if c == "\\":
-            current.append(next(chars, "\\"))
-        elif c == ".":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-    parts.append("".join(current))
-    if not all(parts):
-        raise ValueError(f"forwardHeaders: {text!r} is not a claim name")
-    return tuple(parts)
-
-
-def claim_value(payload: Mapping[str, Any], path: tuple[str, ...]) -> bytes:
-    """A claim as a field value: strings as they are, anything else as JSON."""
-    value: Any = payload
-    for part in path:
-        if not isinstance(value, dict) or part not in value:
-            return b""
-        value = value[part]
-    if value is None:
-        return b""
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return text.encode().translate(None, _CONTROLS)
-
-
-def _forwarding(options: JWTOptions) -> tuple[tuple[bytes, tuple[str, ...]], ...]:
-    out = []
-    for name, claim in options.forward_headers.items():
-        if not _TOKEN_CHARS.fullmatch(name) or name.lower() in _RESERVED:
-            raise ValueError(f"forwardHeaders: {name!r} cannot be set from a claim")
-        out.append((name.encode(), claim_path(claim)))
-    return tuple(out)
-
-
-def _cookie_pairs(value: str) -> list[tuple[str, str]]:
-    pairs = []
-    for item in value.split(";"):
-        name, _, v = item.strip().partition("=")
-        pairs.append((name.strip(), v.strip()))
-    return pairs
-
-
 class _JWTFilter(Filter):
     __slots__ = (
         "name",
@@ -269,10 +209,7 @@ class _JWTFilter(Filter):
         "key",
         "key_set",
         "cache",
-        "header",
-        "scheme",
-        "cookie",
-        "query_key",
+        "lookup",
         "forward",
         "strip",
     )
@@ -301,16 +238,14 @@ class _JWTFilter(Filter):
         self.key_set = keys if isinstance(keys, KeySet) else None
         self.cache = cache
         source = options.token_source
-        self.header = source.header.encode() if source.header else None
-        # The auth-scheme is case-insensitive (RFC 9110 section 11.1).
-        self.scheme = source.header_scheme.lower() + " " if source.header_scheme else ""
-        self.cookie = source.cookie
-        self.query_key = options.token_key
-        self.forward = _forwarding(options)
+        self.lookup = TokenLookup(
+            source.header, source.header_scheme, source.cookie, options.token_key
+        )
+        self.forward = forwarding(options.forward_headers)
         self.strip = not options.forward_authorization
 
     def request(self, request: Request) -> Response | Awaitable[Response | None] | None:
-        found = self._token(request)
+        found = self.lookup.find(request)
         if found is None:
             return unauthorized(None)
         token = found[0]
@@ -386,10 +321,8 @@ class _JWTFilter(Filter):
                 return self._fail(exc)
         assert payload is not None
         if self.strip:
-            self._strip(request, found)
-        headers = request.headers
-        for name, path in self.forward:
-            headers.set(name, claim_value(payload, path))
+            self.lookup.strip(request, found)
+        forward_claims(request.headers, payload, self.forward)
         return None
 
     def _fail(self, exc: Exception) -> Response:
@@ -397,57 +330,6 @@ class _JWTFilter(Filter):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("middleware %s: refused a token: %s (%s)", self.name, reason, exc)
         return unauthorized(reason)
-
-    # -- the token's place in the request -------------------------------------------
-
-    def _token(self, request: Request) -> tuple[str, int] | None:
-        headers = request.headers
-        if self.header is not None:
-            value = headers.get(self.header)
-            if value is not None:
-                scheme = self.scheme
-                if not scheme:
-                    token = value.strip()
-                    if token:
-                        return token, HEADER
-                elif value[: len(scheme)].lower() == scheme:
-                    token = value[len(scheme) :].strip()
-                    if token:
-                        return token, HEADER
-        if self.cookie:
-            for value in headers.get_all(b"cookie"):
-                for name, v in _cookie_pairs(value):
-                    if name == self.cookie and v:
-                        # A cookie-value may be quoted (RFC 6265 section 4.1.1).
-                        return v.strip('"'), COOKIE
-        if self.query_key and request.query:
-            for part in request.query.split("&"):
-                name, _, v = part.partition("=")
-                if unquote_plus(name) == self.query_key and v:
-                    return unquote_plus(v), QUERY
-        return None
-
-    def _strip(self, request: Request, found: tuple[str, int]) -> None:
-        where = found[1]
-        if where == HEADER:
-            assert self.header is not None
-            request.headers.remove(self.header)
-        elif where == COOKIE:
-            kept: list[tuple[bytes, bytes]] = []
-            for k, v in request.headers.raw:
-                if k.lower() == b"cookie":
-                    pairs = _cookie_pairs(v.decode("latin-1"))
-                    rest = "; ".join(f"{n}={x}" for n, x in pairs if n and n != self.cookie)
-                    if not rest:
-                        continue
-                    v = rest.encode("latin-1")
-                kept.append((k, v))
-            request.headers.raw[:] = kept
-        else:
-            parts = request.query.split("&")
-            request.query = "&".join(
-                p for p in parts if unquote_plus(p.partition("=")[0]) != self.query_key
-            )
 
 
 class JWTAuth:

@@ -26,7 +26,8 @@ import re
 from gateway.config.go_regexp import compile_go
 from gateway.config.model import model
 from middleware.contract import BuildContext, Filter, Handler, Headers, Request, Response
-from middleware.http.paths import GoReplace, from_go_text, go_text
+from middleware.http.go_replace import GoReplace
+from middleware.http.paths import from_go_text, go_text
 
 # Traefik's patterns, verbatim (Go syntax).
 _URI = compile_go(r"^(https?):\/\/(\[[\w:.]+\]|[\w\._-]+)?(:\d+)?(.*)$")
