@@ -160,6 +160,7 @@ class _Auth:
             if parts.scheme == "https":
                 self.ssl = context_ssl
         self.trust = options.trust_forward_header
+        self.header_field = options.header_field
         allowed = (n.strip().lower().encode("latin-1") for n in options.auth_request_headers)
         self.allow = frozenset(allowed) or None
         self.response_names = tuple(
@@ -221,6 +222,10 @@ class _Auth:
         if not 200 <= status < 300:
             return self.denied(status, raw, content), None
         self.copy_headers(request, raw)
+        if self.header_field:
+            # Traefik's headerField: the user, as the request now carries it
+            # (usually copied from the auth answer), for the access log.
+            request.user = request.headers.get(self.header_field) or ""
         names = self.cookie_names
         set_cookies = [v for k, v in raw if k.lower() == b"set-cookie"] if names else []
         if not set_cookies:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.access_log import AccessLog
+from gateway.config.static import AccessLog as AccessLogConfig
 from tests.backends import (
     RecordingBackend,
     Reply,
@@ -243,6 +246,27 @@ async def test_auth_response_headers_replace_client_values(
         assert "x-other" not in names
     finally:
         await gw.stop()
+
+
+async def test_header_field_names_the_user_in_the_access_log(
+    tmp_path: Path, servers: Servers
+) -> None:
+    """headerField: the access log's ClientUsername is that field of the admitted request."""
+    servers.auth.responder = answering(200, ("X-Auth-User", "alice"))
+    path = tmp_path / "access.json"
+    access = AccessLog(AccessLogConfig(file_path=str(path), format="json"))
+    options = (
+        f"{{address: {servers.address()}, authResponseHeaders: [X-Auth-User],"
+        " headerField: X-Auth-User}"
+    )
+    gw = await start_gateway(tmp_path, config(servers.backend.url, options), access_log=access)
+    try:
+        assert (await http_request(gw.port(), get("app.test"))).status == 200
+        access.flush()
+        assert json.loads(path.read_text().splitlines()[-1])["ClientUsername"] == "alice"
+    finally:
+        await gw.stop()
+        access.close()
 
 
 async def test_auth_response_headers_regex(tmp_path: Path, servers: Servers) -> None:
