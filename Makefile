@@ -42,11 +42,15 @@ bpffs:
 	  mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf || echo "setup: could not mount bpffs" >&2; \
 	fi
 
-$(STAMP): pyproject.toml
+PLUGIN := examples/plugins/sluice-example-plugin
+
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING' || true
+	@$(PY) -m pip install -q --upgrade pip 'setuptools>=77' 2>&1 | grep -v '^WARNING' || true
 	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING' || true
-	@$(PY) -c 'import gateway, aiohttp, uvloop, httptools' 
+	@# The example plugin is installed so the suite can prove the entry-point path.
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e $(PLUGIN) 2>&1 | grep -v '^WARNING' || true
+	@$(PY) -c 'import gateway, aiohttp, uvloop, httptools, sluice_example_plugin' 
 	@# bcc is the distribution's (the PyPI "bcc" is unrelated): link just that package in.
 	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	  if [ -d /usr/lib/python3/dist-packages/bcc ]; then ln -sfn /usr/lib/python3/dist-packages/bcc $$site/bcc; fi
@@ -59,8 +63,9 @@ test: setup lint
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check gateway middleware bpf providers tests bench
+	$(VENV)/bin/ruff check gateway middleware bpf providers tests bench examples/plugins
 	$(VENV)/bin/mypy
+	MYPYPATH=$(CURDIR) $(VENV)/bin/mypy --strict $(PLUGIN)/src/sluice_example_plugin
 
 bench: setup
 	@$(PY) -m pip install -q -e '.[bench]' 2>&1 | grep -v '^WARNING' || true

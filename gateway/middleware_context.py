@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from gateway.config.errors import ConfigError, suggestion
 from gateway.http.routing import ServiceRuntime
@@ -78,7 +79,8 @@ class ServiceFetcher:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         if self._service.pass_host_header and request.host:
             headers.append(("Host", request.headers.get("host") or request.host))
-        url = server.url.rstrip("/") + target
+        # encoded: the target is sent as built, not re-normalised by yarl.
+        url = URL(server.url.rstrip("/") + target, encoded=True)
         try:
             async with self._resources.http_client().get(
                 url, headers=headers, allow_redirects=False

@@ -108,6 +108,8 @@ class BodySource(Protocol):
 
     async def read_response_body(self, limit: int) -> bytes: ...
 
+    def discard_response_body(self) -> None: ...
+
 
 class Request:
     """One HTTP request as routing and middleware see it.
@@ -269,6 +271,19 @@ class Response:
         elif len(self.body) > limit:
             raise BodyTooLarge(limit)
         return self.body
+
+    def discard(self) -> None:
+        """Drop a streamed body unread (its upstream connection is closed).
+
+        For a middleware replacing an upstream response (``errors``): without
+        it, the unwanted body keeps arriving, and is held, until the new one
+        is sent.
+        """
+        if self.streamed and self.source is not None:
+            self.source.discard_response_body()
+        self.streamed = False
+        self.source = None
+        self.body = b""
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -35,7 +35,7 @@ from gateway.http.field_kinds import (
     response_kind,
     without_fields,
 )
-from gateway.http.forwarded import forwarding_headers
+from gateway.http.forwarded import drop_forwarded, forwarding_headers
 from gateway.http.middleware_path import (
     answer,
     edit_response_head,
@@ -163,6 +163,11 @@ class Exchange:
         self.body_waiter: asyncio.Future[None] | None = None
         if router.chain is not None:
             request.source = self
+            if not client.trusted:
+                # As Traefik: an untrusted client's X-Forwarded-* are gone
+                # before any middleware runs, so what is left is what a
+                # middleware set (customRequestHeaders X-Forwarded-Proto).
+                drop_forwarded(request.headers.raw)
 
     # -- starting ----------------------------------------------------------------
 
@@ -186,6 +191,10 @@ class Exchange:
 
     async def read_response_body(self, limit: int) -> bytes:
         return await read_response_body(self, limit)
+
+    def discard_response_body(self) -> None:
+        self.abandon_upstream()
+        self.pending_body = []
 
     def reset_for_retry(self) -> None:
         """Forget the last attempt's upstream and response, before forwarding again."""
@@ -314,7 +323,7 @@ class Exchange:
             proto = client.forwarded_proto(True)
         else:
             proto = b"https" if client.scheme == "https" else b"http"
-        if client.trusted:
+        if client.trusted or self.router.chain is not None:
             for name, value in forwarding_headers(
                 raw,
                 trusted=True,

@@ -58,6 +58,12 @@ class TrustedSources:
         return any(addr in net for net in self._networks)
 
 
+def drop_forwarded(raw: list[tuple[bytes, bytes]]) -> None:
+    """Remove every X-Forwarded-*/X-Real-Ip entry from ``raw``, in place."""
+    if any(name.lower() in FORWARDED_NAMES for name, _ in raw):
+        raw[:] = [(n, v) for n, v in raw if n.lower() not in FORWARDED_NAMES]
+
+
 def forwarding_headers(
     raw: list[tuple[bytes, bytes]],
     *,
