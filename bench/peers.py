@@ -36,6 +36,8 @@ class Launch:
     health_port: int | None = None
     health_path: str = "/"
     health_host: str = LOOPBACK
+    # What the route answers a bare GET once it serves (401 behind basicAuth).
+    route_status: int = 200
 
 
 def start(sup: Supervisor, launch: Launch, cpu: int | None, host: str = BENCH_HOST) -> Proc:
@@ -44,7 +46,7 @@ def start(sup: Supervisor, launch: Launch, cpu: int | None, host: str = BENCH_HO
     if launch.health_port is not None:
         wait_until(proc, port=launch.health_port, host=launch.health_host,
                    path=launch.health_path)
-    wait_until(proc, port=launch.port, host=host)
+    wait_until(proc, port=launch.port, host=host, expect=launch.route_status)
     return proc
 
 
@@ -211,6 +213,7 @@ def sluice(workdir: Path, port: int, api_port: int, backend_port: int,
     return Launch(
         name="sluice", argv=argv, port=port, env=env,
         health_port=api_port, health_path="/api/health",
+        route_status=401 if middlewares else 200,
     )
 
 
@@ -245,6 +248,7 @@ def traefik(workdir: Path, port: int, metrics_port: int, backend_port: int,
     return Launch(
         name="traefik", argv=argv, port=port, env={"GOMAXPROCS": "1"},
         health_port=metrics_port, health_path="/ping",
+        route_status=401 if middlewares else 200,
     )
 
 

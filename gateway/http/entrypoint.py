@@ -96,6 +96,9 @@ class EntryPointRuntime:
         self._idle_hooks: list[Callable[[float], None]] = []
         # Server names clients sent in their TLS ClientHello, by SSL object.
         self.sni_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        # Set TCP_NODELAY per connection: uvloop does it already, asyncio's
+        # own loop does not for servers made from a socket.
+        self.set_nodelay = False
 
     @property
     def bound_port(self) -> int:
@@ -110,6 +113,7 @@ class EntryPointRuntime:
     async def start(self, sock: socket.socket) -> None:
         """Serve on an already bound listening socket."""
         loop = asyncio.get_running_loop()
+        self.set_nodelay = not type(loop).__module__.startswith("uvloop")
         self.server = await loop.create_server(
             lambda: ClientConnection(self), sock=sock, ssl=self.ssl_context, backlog=1024
         )

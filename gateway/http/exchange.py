@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from gateway.http import wire
 from gateway.http.field_kinds import (
     CONNECTION,
+    FORWARDED,
     FORWARDED_BLOCKS,
     HOP_BY_HOP_FIELD,
     HOST,
@@ -63,6 +64,7 @@ _DIALS: set[asyncio.Task[None]] = set()
 
 _NO_SERVERS: frozenset[UpstreamServer] = frozenset()
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
 
 class Exchange:
     """State of one proxied request/response."""
@@ -163,7 +165,7 @@ class Exchange:
         self.body_waiter: asyncio.Future[None] | None = None
         if router.chain is not None:
             request.source = self
-            if not client.trusted:
+            if client.forwarded_seen and not client.trusted:
                 # As Traefik: an untrusted client's X-Forwarded-* are gone
                 # before any middleware runs, so what is left is what a
                 # middleware set (customRequestHeaders X-Forwarded-Proto).
@@ -191,6 +193,15 @@ class Exchange:
 
     async def read_response_body(self, limit: int) -> bytes:
         return await read_response_body(self, limit)
+
+    def release(self) -> None:
+        """Break the references middleware made back to this exchange."""
+        self.request.source = None
+        waiter = self.waiter
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            waiter.result().source = None
+        self.waiter = None
+        self.task = None
 
     def discard_response_body(self) -> None:
         self.abandon_upstream()
@@ -304,6 +315,7 @@ class Exchange:
             target = server.base_path.encode("latin-1") + target
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
         host = b""
+        forwarded = False
         kinds = REQUEST_KINDS
         for name, value in raw:
             kind = kinds.get(name)
@@ -312,6 +324,8 @@ class Exchange:
             if kind:
                 if kind == HOST:
                     host = value
+                elif kind == FORWARDED:
+                    forwarded = True
                 continue
             if drop and name.lower() in drop:
                 continue
@@ -323,7 +337,9 @@ class Exchange:
             proto = client.forwarded_proto(True)
         else:
             proto = b"https" if client.scheme == "https" else b"http"
-        if client.trusted or self.router.chain is not None:
+        # An untrusted client's were dropped before its middleware ran: any
+        # left were set by a middleware (customRequestHeaders).
+        if client.trusted or (forwarded and self.router.chain is not None):
             for name, value in forwarding_headers(
                 raw,
                 trusted=True,
@@ -647,3 +663,4 @@ class Exchange:
             waiter.cancel()
         if self.request.finalizers is not None:
             run_finalizers(self.request)
+        self.release()

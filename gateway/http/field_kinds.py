@@ -36,7 +36,7 @@ def forwarded_block(ip: bytes, port: bytes, proto: bytes) -> tuple[bytes, bytes]
 REQUEST_SKIP = wire.HOP_BY_HOP | FORWARDED_NAMES | {b"content-length", b"host"}
 # REQUEST_SKIP by field names as clients spell them (0: copied, else skipped),
 # so the usual repeated names cost one lookup and no lower-casing.
-COPY, SKIP, HOST = range(3)
+COPY, SKIP, HOST, FORWARDED = range(4)
 REQUEST_KINDS: dict[bytes, int] = {}
 
 
@@ -44,7 +44,12 @@ def request_kind(name: bytes) -> int:
     if len(REQUEST_KINDS) > 4_096:
         REQUEST_KINDS.clear()
     lname = name.lower()
-    kind = HOST if lname == b"host" else SKIP if lname in REQUEST_SKIP else COPY
+    if lname == b"host":
+        kind = HOST
+    elif lname in FORWARDED_NAMES:
+        kind = FORWARDED
+    else:
+        kind = SKIP if lname in REQUEST_SKIP else COPY
     REQUEST_KINDS[name] = kind
     return kind
 

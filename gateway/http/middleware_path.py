@@ -130,8 +130,9 @@ def edit_response_head(
     """The upstream head as filters see it, after their response hooks ran."""
     from middleware.contract import Headers
 
+    # The list is this response's own (the upstream parser made it for it).
     response = Response(
-        status, headers=Headers(list(headers)), reason=reason.decode("latin-1"), streamed=True
+        status, headers=Headers(headers), reason=reason.decode("latin-1"), streamed=True
     )
     chain = ex.router.filters
     assert chain is not None

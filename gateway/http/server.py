@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -46,7 +47,7 @@ _MAX_PIPELINED = 16
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _NO_VALUES: list[bytes] = []
 # Request fields the parser callbacks act on, beyond forwarding them.
-_HOST, _TRANSFER_ENCODING, _CONNECTION, _CONTENT_LENGTH, _EXPECT, _UPGRADE = range(6)
+_HOST, _TRANSFER_ENCODING, _CONNECTION, _CONTENT_LENGTH, _EXPECT, _UPGRADE, _FORWARDED = range(7)
 _WATCHED_FIELDS = {
     b"host": _HOST,
     b"transfer-encoding": _TRANSFER_ENCODING,
@@ -54,6 +55,7 @@ _WATCHED_FIELDS = {
     b"content-length": _CONTENT_LENGTH,
     b"expect": _EXPECT,
     b"upgrade": _UPGRADE,
+    **dict.fromkeys(FORWARDED_NAMES, _FORWARDED),
 }
 # _WATCHED_FIELDS by field names as clients spell them (-1: not watched);
 # clients repeat the same few names, so this skips a lower() per field.
@@ -145,6 +147,8 @@ class ClientConnection(asyncio.Protocol):
         self.request_chunked = False
         self.expect_continue = False
         self.upgrade_value = b""
+        # Whether the head being read carries X-Forwarded-*/X-Real-Ip fields.
+        self.forwarded_seen = False
         self.request_host = b""
         # The last Host routed on this connection (validated) and its name.
         self.last_host = b"\0"
@@ -168,6 +172,12 @@ class ClientConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
+        if self.entry.set_nodelay:
+            # The standard loop leaves Nagle on for servers made from a socket
+            # (uvloop does not): pipelined answers would wait for delayed ACKs.
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if peer:
             self.client_ip = peer[0]
             self.client_port = peer[1]
@@ -290,6 +300,7 @@ class ClientConnection(asyncio.Protocol):
         self.content_length = 0
         self.expect_continue = False
         self.upgrade_value = b""
+        self.forwarded_seen = False
         self.head_started = time.monotonic()
         self.deadline = self.head_started + self.settings.read_header_timeout
         self.deadline_status = 408
@@ -337,6 +348,8 @@ class ClientConnection(asyncio.Protocol):
             if value.strip().lower() != b"100-continue":
                 raise RejectRequest(417, "unsupported expectation")
             self.expect_continue = True
+        elif kind == _FORWARDED:
+            self.forwarded_seen = True
         else:
             self.upgrade_value = value
 
@@ -547,6 +560,7 @@ class ClientConnection(asyncio.Protocol):
             conn.write(b"".join(exchange.body_buffer))
             exchange.body_buffer.clear()
         self.entry.observe(exchange)
+        exchange.release()
         if exchange.request.finalizers is not None:
             self.tunnel_request = exchange.request
 
@@ -556,8 +570,13 @@ class ClientConnection(asyncio.Protocol):
         observer = entry.observer
         if observer is not None:
             observer.observe(entry.name, exchange)
-        if exchange.request.finalizers is not None:
-            run_finalizers(exchange.request)
+        request = exchange.request
+        if request.source is not None:
+            # Request <-> Exchange is a cycle: left alone, every request through
+            # a middleware chain would leave garbage for the cyclic collector.
+            exchange.release()
+        if request.finalizers is not None:
+            run_finalizers(request)
         if self.active is exchange:
             self.active = None
         if not keep_alive or self.draining:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable
 
 from gateway.config.model import model
@@ -454,3 +455,40 @@ async def test_generated_headers_reach_client(tmp_path):
     finally:
         await gw.stop()
         await backend.close()
+
+
+async def test_requests_through_chains_leave_no_cyclic_garbage(tmp_path):
+    """Filter and handler chains free each exchange by reference counting alone."""
+    backend = await RecordingBackend().start()
+    text = config(
+        backend.url, "[up]", "    up:\n      upper: {}\n    whole:\n      wholeBodies: {}\n"
+    )
+    text = text.replace("  services:", HANDLER_ROUTER + "  services:")
+    gw = await start_gateway(tmp_path, text, registry=registry(_UpperFactory(), _BodyFactory()))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+    try:
+        for _ in range(20):
+            writer.write(get("app.test") + get("whole.test"))
+            assert (await read_reply(reader)).status == 200
+            assert (await read_reply(reader)).status == 200
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(200):
+                writer.write(get("app.test") + get("whole.test"))
+                assert (await read_reply(reader)).status == 200
+                assert (await read_reply(reader)).status == 200
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+    finally:
+        writer.close()
+        await gw.stop()
+        await backend.close()
+
+
+HANDLER_ROUTER = """    whole:
+      rule: Host(`whole.test`)
+      service: app
+      middlewares: [whole]
+"""
