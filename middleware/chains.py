@@ -41,6 +41,9 @@ class FilterChain:
     names: tuple[str, ...]
     # Indexes into ``filters`` of those overriding ``response``, innermost first.
     responders: tuple[int, ...]
+    # Their bound ``response`` methods, in that order: what a response from
+    # the upstream passes through.
+    hooks: tuple[Callable[[Request, Response], None], ...] = ()
 
     def respond_from(self, below: int, request: Request, response: Response) -> None:
         """Run the response hooks of the filters before index ``below``, inside out."""
@@ -217,7 +220,9 @@ class ChainCompiler:
             responders = tuple(
                 i for i in reversed(range(len(filters))) if _edits_responses(filters[i])
             )
-            filter_chain = FilterChain(tuple(filters), names, responders)
+            filter_chain = FilterChain(
+                tuple(filters), names, responders, tuple(filters[i].response for i in responders)
+            )
         return Chain(handler=handler, filters=filter_chain, names=names)
 
 

@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from gateway.http import wire
-from middleware.contract import BodyTooLarge, Request, Response
+from middleware.contract import BodyTooLarge, Headers, Request, Response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -128,15 +128,13 @@ def edit_response_head(
     ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
 ) -> Response:
     """The upstream head as filters see it, after their response hooks ran."""
-    from middleware.contract import Headers
-
     # The list is this response's own (the upstream parser made it for it).
     response = Response(
         status, headers=Headers(headers), reason=reason.decode("latin-1"), streamed=True
     )
-    chain = ex.router.filters
-    assert chain is not None
-    chain.respond_from(len(chain.filters), ex.request, response)
+    request = ex.request
+    for hook in ex.router.filters.hooks:  # type: ignore[union-attr]
+        hook(request, response)
     return response
 
 
