@@ -19,6 +19,7 @@ from yarl import URL
 from gateway.config.errors import ConfigError, suggestion
 from gateway.http.routing import ServiceRuntime
 from middleware.contract import Headers, Request, Response
+from middleware.http.http_client import read_limited
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,10 @@ class ServiceFetcher:
             async with self._resources.http_client().get(
                 url, headers=headers, allow_redirects=False
             ) as reply:
-                body = await reply.content.read(FETCH_LIMIT)
+                body = await read_limited(reply, FETCH_LIMIT)
+                if body is None:
+                    cause = f"answer larger than {FETCH_LIMIT} bytes"
+                    return Response(502, body=b"Bad Gateway\n", error=cause)
                 raw = [
                     (k.encode("latin-1"), v.encode("latin-1"))
                     for k, v in reply.headers.items()

@@ -49,6 +49,7 @@ from gateway.config.go_regexp import compile_go
 from gateway.config.model import model
 from middleware.contract import BodyTooLarge, BuildContext, Filter, Handler, Request, Response
 from middleware.http.client_tls import client_context
+from middleware.http.http_client import read_limited
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +238,7 @@ class _Auth:
         limit = self.response_limit
         if limit < 0:
             return await reply.read()
-        data = bytearray()
-        async for chunk in reply.content.iter_any():
-            data += chunk
-            if len(data) > limit:
-                return None
-        return bytes(data)
+        return await read_limited(reply, limit)
 
     def auth_headers(self, request: Request) -> list[tuple[str, str]]:
         """The fields sent to the auth server for ``request``."""

@@ -40,6 +40,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from middleware.http.http_client import read_limited
+
 log = logging.getLogger(__name__)
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -349,8 +351,8 @@ class JWKSCache:
             ) as reply:
                 if reply.status != 200:
                     raise ValueError(f"HTTP {reply.status}")
-                body = await reply.content.read(self.limit + 1)
-                if len(body) > self.limit:
+                body = await read_limited(reply, self.limit)
+                if body is None:
                     raise ValueError(f"larger than {self.limit} bytes")
                 cache_control = reply.headers.get("Cache-Control", "")
             keys, skipped = parse_jwks(body, self.allowed)

@@ -358,3 +358,21 @@ async def test_inner_middleware_answer_is_caught_too(tmp_path, backends):
         assert backends.app.requests == []
     finally:
         await gw.stop()
+
+
+async def test_large_error_page_arrives_whole(tmp_path, backends):
+    """An error page spanning many reads is sent whole, not cut at the first read."""
+    page = bytes(range(256)) * 1200
+
+    def big_pages(seen: Seen) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        return head + b"Content-Length: %d\r\n\r\n%s" % (len(page), page)
+
+    backends.pages.responder = big_pages
+    gw = await gateway(tmp_path, backends)
+    try:
+        reply = await http_request(gw.port(), get("app.test", "/status/502"))
+        assert reply.status == 502
+        assert reply.body == page
+    finally:
+        await gw.stop()
