@@ -199,6 +199,31 @@ class Request:
         else:
             self.finalizers.append(callback)
 
+    def snapshot(self) -> RequestState:
+        """What the chain after this point may change, to ``restore`` before a retry."""
+        return RequestState(
+            (self.method, self.raw_path, self.path, self.query, self.host, self.user),
+            list(self.headers.raw),
+            len(self.finalizers or ()),
+        )
+
+    def restore(self, state: RequestState) -> None:
+        """Undo what the rest of the chain did since ``state`` was taken.
+
+        Traefik's retry sends each attempt a fresh copy of the request: the
+        middlewares after it (addPrefix, inFlightReq, ...) must not see their
+        own earlier rewrite, nor hold what their earlier attempt took, so the
+        ``on_done`` callbacks registered since then run now.
+        """
+        self.method, self.raw_path, self.path, self.query, self.host, self.user = state.fields
+        self.headers.raw[:] = state.headers
+        finalizers = self.finalizers
+        if finalizers is not None and len(finalizers) > state.finalizers:
+            added = finalizers[state.finalizers :]
+            del finalizers[state.finalizers :]
+            for callback in added:
+                callback()
+
     async def read_body(self, limit: int) -> bytes:
         """The whole request body, at most ``limit`` bytes, else ``BodyTooLarge``.
 
@@ -217,6 +242,22 @@ class Request:
         once any of a streamed body went to a server.
         """
         return self.source is None or self.source.request_replayable()
+
+
+class RequestState:
+    """A ``Request.snapshot``: the rewritable fields, the headers, the finalizer count."""
+
+    __slots__ = ("fields", "headers", "finalizers")
+
+    def __init__(
+        self,
+        fields: tuple[str, str, str, str, str, str],
+        headers: list[tuple[bytes, bytes]],
+        finalizers: int,
+    ) -> None:
+        self.fields = fields
+        self.headers = headers
+        self.finalizers = finalizers
 
 
 class BodyTransform(Protocol):

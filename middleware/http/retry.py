@@ -84,6 +84,7 @@ class Retry:
         name = context.name
 
         async def retry(request: Request) -> Response:
+            state = request.snapshot()
             response = await next(request)
             tried = 1
             backoff: Backoff | None = None
@@ -93,6 +94,7 @@ class Retry:
                         backoff = Backoff(initial, attempts)
                     await asyncio.sleep(backoff.next())
                 tried += 1
+                request.restore(state)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("middleware %s: attempt %d for %s", name, tried, request.target)
                 response = await next(request)

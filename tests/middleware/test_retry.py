@@ -23,6 +23,7 @@ class DroppingServer:
         self.status = status
         self.connections = 0
         self.bodies: list[bytes] = []
+        self.targets: list[str] = []
         self.server: asyncio.Server | None = None
 
     async def start(self) -> DroppingServer:
@@ -39,6 +40,7 @@ class DroppingServer:
         index = self.connections
         try:
             head = await reader.readuntil(b"\r\n\r\n")
+            self.targets.append(head.split(b" ", 2)[1].decode())
             length = 0
             for line in head.split(b"\r\n"):
                 name, _, value = line.partition(b":")
@@ -209,3 +211,22 @@ def test_only_network_failures_are_retryable(response, expected):
     """Only gateway-made failures to reach a server qualify; "no server available" does not,
     as in Traefik, where that answer never reaches the proxy that arms the retry."""
     assert retryable(response) is expected
+
+
+async def test_each_try_sees_the_request_as_retry_saw_it(tmp_path):
+    """Middlewares after retry rewrite the original request on every try, not their output."""
+    server = await DroppingServer(2).start()
+    text = config(server.url, {"attempts": 3}).replace(
+        "middlewares: [again]", "middlewares: [again, prefix, limit]"
+    )
+    text += "    prefix:\n      addPrefix: {prefix: /v1}\n"
+    text += "    limit:\n      inFlightReq: {amount: 1}\n"
+    gw = await start_gateway(tmp_path, text)
+    try:
+        reply = await http_request(gw.port(), get("app.test", "/x"))
+        assert reply.status == 200
+        assert reply.body == b"attempt 3"
+        assert server.targets == ["/v1/x", "/v1/x", "/v1/x"]
+    finally:
+        await gw.stop()
+        await server.close()
