@@ -420,7 +420,14 @@ class Exchange:
             return
         filters = self.router.filters
         if filters is not None and filters.responders:
-            response = edit_response_head(self, status, reason, headers)
+            try:
+                response = edit_response_head(self, status, reason, headers)
+            except Exception:
+                # Nothing has gone to the client yet: it gets a 500, not a reset.
+                log.exception("router %s: middleware failed on a response", self.router.name)
+                self.client.count_middleware_error(self.router)
+                self.respond(Response(500, body=b"Internal Server Error\n"))
+                return
             self.transform = response.transform
             if response.status != status:
                 reason = b""
@@ -494,7 +501,11 @@ class Exchange:
     def relay_body(self, data: bytes) -> None:
         transform = self.transform
         if transform is not None:
-            data = transform.feed(data)
+            try:
+                data = transform.feed(data)
+            except Exception:
+                self._transform_failed()
+                return
             if not data:
                 return
         self.bytes_out += len(data)
@@ -527,7 +538,11 @@ class Exchange:
         transform = self.transform
         if transform is not None:
             self.transform = None
-            tail = transform.end()
+            try:
+                tail = transform.end()
+            except Exception:
+                self._transform_failed()
+                return
             if tail:
                 self.relay_body(tail)
         if self.chunked_out:
@@ -537,6 +552,15 @@ class Exchange:
             out.clear()
         self.finished = True
         self.client.exchange_done(self, self.keep_alive)
+
+    def _transform_failed(self) -> None:
+        # Mid-body: the head is out, so the connection is all that can say so.
+        log.exception("router %s: a response body transform failed", self.router.name)
+        self.client.count_middleware_error(self.router)
+        self.transform = None
+        self.abandon_upstream()
+        self.client.abort()
+        self.finished = True
 
     def on_upgraded(self, data: bytes) -> None:
         conn = self.upstream

@@ -492,3 +492,34 @@ HANDLER_ROUTER = """    whole:
       service: app
       middlewares: [whole]
 """
+
+
+class _BrokenHookFactory:
+    key = "brokenHook"
+    options = _Empty
+
+    def build(self, options: _Empty, next: Handler, context: BuildContext) -> Filter:
+        class _Broken(Filter):
+            def response(self, request: Request, response: Response) -> None:
+                raise KeyError("hook broke")
+
+        return _Broken()
+
+
+async def test_raising_response_hook_answers_500(tmp_path):
+    """A response hook that raises on an upstream head answers 500 and serving continues."""
+    backend = await RecordingBackend().start()
+    text = config(backend.url, "[b]", "    b:\n      brokenHook: {}\n")
+    gw = await start_gateway(tmp_path, text, registry=registry(_BrokenHookFactory()))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(get("app.test"))
+        reply = await read_reply(reader)
+        writer.close()
+        assert reply.status == 500
+        assert len(backend.requests) == 1
+        await gw.reload(config(backend.url, "[]", "    b:\n      brokenHook: {}\n"))
+        assert (await http_request(gw.port(), get("app.test"))).status == 200
+    finally:
+        await gw.stop()
+        await backend.close()
