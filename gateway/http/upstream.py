@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 PASSIVE_EJECTION_SECONDS = 5.0
 
 
+# Fields that give a response body its own length (RFC 9112 6.3).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
 class ResponseSink(Protocol):
     """What a ``ResponseConnection`` reports to; implemented by the exchange."""
 
@@ -233,6 +237,7 @@ class ResponseConnection(asyncio.Protocol):
         "requests",
         "keep_alive",
         "upgraded",
+        "until_close",
     )
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -249,6 +254,8 @@ class ResponseConnection(asyncio.Protocol):
         self.requests = 0
         self.keep_alive = False
         self.upgraded = False
+        # The response body ends when the server closes (no length, not chunked).
+        self.until_close = False
 
     # -- ownership -------------------------------------------------------------
 
@@ -324,7 +331,11 @@ class ResponseConnection(asyncio.Protocol):
         sink = self.sink
         self.sink = None
         if sink is not None:
-            sink.on_upstream_lost(exc, self.started)
+            if self.until_close and exc is None:
+                # A clean close is how such a body ends (RFC 9112 6.3).
+                sink.on_response_complete()
+            else:
+                sink.on_upstream_lost(exc, self.started)
 
     def pause_writing(self) -> None:
         if self.sink is not None:
@@ -356,8 +367,12 @@ class ResponseConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             sink.on_response_head(status, self.reason, headers, True)
             return
-        self.keep_alive = self.parser.should_keep_alive()
-        sink.on_response_head(status, self.reason, headers, self.keep_alive)
+        self.keep_alive = keep_alive = self.parser.should_keep_alive()
+        if not keep_alive and not self.head_only and status not in (101, 204, 304):
+            # Only a connection that will close can carry a close-delimited
+            # body, so the keep-alive path never pays for this scan.
+            self.until_close = not any(name.lower() in _FRAMING for name, _ in headers)
+        sink.on_response_head(status, self.reason, headers, keep_alive)
         if self.head_only and status != 101:
             # httptools cannot be told that a HEAD response has no body, so
             # the message ends here and the next response gets a new parser.

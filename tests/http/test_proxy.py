@@ -832,3 +832,23 @@ async def test_request_accept_grace_timeout_keeps_serving_after_stop(tmp_path, b
     assert reply.status == 200
     assert backend.requests[-1].target == "/late"
     await asyncio.wait_for(gw.task, 10)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_close_delimited_response_arrives_whole(tmp_path, backend, version):
+    """A body the server ends by closing reaches the client whole, properly terminated."""
+    payload = b"closing body " * 5000
+    backend.responder = lambda seen: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + payload
+    backend.close_after_response = True
+    gw = await start_gateway(tmp_path, one_router(backend.url))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        writer.write(f"GET / HTTP/{version}\r\nHost: app.test\r\n\r\n".encode())
+        reply = await read_reply(reader)
+        assert reply.status == 200
+        assert reply.body == payload
+        if version == "1.1":
+            assert reply.header("transfer-encoding") == "chunked"
+        writer.close()
+    finally:
+        await gw.stop()
