@@ -616,7 +616,8 @@ class Exchange:
             return
         self.status = response.status
         extra = list(response.headers.raw)
-        close = not self.request_done or not self.keep_alive
+        # The client's connection can carry on once its whole request was read.
+        close = not (self.request_done or self.request_complete) or not self.keep_alive
         body = response.body
         ctype = response.headers.get(b"content-type")
         parts = [wire.status_line(response.status)]
@@ -661,7 +662,8 @@ class Exchange:
             )
             return
         self.status = status
-        close = not self.request_done or not self.keep_alive
+        # The client's connection can carry on once its whole request was read.
+        close = not (self.request_done or self.request_complete) or not self.keep_alive
         self.abandon_upstream()
         self.head_sent = True
         self.finished = True

@@ -211,8 +211,14 @@ async def read_request_body(ex: Exchange, limit: int) -> bytes:
 
 async def read_response_body(ex: Exchange, limit: int) -> bytes:
     loop = asyncio.get_running_loop()
+    counted = 0
+    size = 0
     while not ex.response_complete:
-        if sum(map(len, ex.pending_body or ())) > limit:
+        pending = ex.pending_body or ()
+        # A running total: a trickling upstream must not make this quadratic.
+        size += sum(map(len, pending[counted:]))
+        counted = len(pending)
+        if size > limit:
             ex.abandon_upstream()
             raise BodyTooLarge(limit)
         ex.body_waiter = loop.create_future()

@@ -310,4 +310,9 @@ class ReplacePathRegex:
         self, options: ReplacePathRegexOptions, next: Handler, context: BuildContext
     ) -> Filter:
         pattern = _compile(options.regex, "regex")
-        return _ReplacePathRegex(GoReplace(pattern, options.replacement.strip()), context.name)
+        replacement = options.replacement.strip()
+        if not replacement:
+            # Traefik rewrites only with a non-blank replacement; without one
+            # the request passes untouched (no X-Replaced-Path either).
+            return Filter()
+        return _ReplacePathRegex(GoReplace(pattern, replacement), context.name)

@@ -523,3 +523,35 @@ async def test_raising_response_hook_answers_500(tmp_path):
     finally:
         await gw.stop()
         await backend.close()
+
+
+class _ReadThenRefuse:
+    key = "readThenRefuse"
+    options = _Empty
+
+    def build(self, options: _Empty, next: Handler, context: BuildContext) -> Handler:
+        async def handler(request: Request) -> Response:
+            body = await request.read_body(1024)
+            return Response(401, body=b"refused %d bytes" % len(body))
+
+        return handler
+
+
+async def test_answer_after_reading_the_body_keeps_the_connection(tmp_path):
+    """A middleware answering once it read the whole body leaves the connection reusable."""
+    backend = await RecordingBackend().start()
+    text = config(backend.url, "[r]", "    r:\n      readThenRefuse: {}\n")
+    gw = await start_gateway(tmp_path, text, registry=registry(_ReadThenRefuse()))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port())
+        post = b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello"
+        for _ in range(2):
+            writer.write(post)
+            reply = await read_reply(reader)
+            assert (reply.status, reply.body) == (401, b"refused 5 bytes")
+            assert reply.header("connection") is None
+        writer.close()
+        assert backend.requests == []
+    finally:
+        await gw.stop()
+        await backend.close()

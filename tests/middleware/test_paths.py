@@ -234,6 +234,13 @@ REPLACEMENTS = [
         None,
         id="regex-no-match",
     ),
+    pytest.param(
+        'replacePathRegex: {regex: "^/api", replacement: " "}',
+        "/api/x",
+        "/api/x",
+        None,
+        id="regex-blank-replacement-passes",
+    ),
 ]
 
 
