@@ -28,6 +28,7 @@ import binascii
 import functools
 import re
 from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,21 @@ def basic_credentials(value: bytes) -> tuple[str, bytes] | None:
         return None
 
 
+# Slow hashes (bcrypt) are checked on threads of their own, never the loop's
+# default executor, which also resolves host names for the whole gateway; and
+# at most this many checks are queued at once, across every basicAuth.
+MAX_VERIFYING = 64
+_VERIFYING: set[asyncio.Future[bool]] = set()
+_HASHER: ThreadPoolExecutor | None = None
+
+
+def _hasher() -> ThreadPoolExecutor:
+    global _HASHER
+    if _HASHER is None:
+        _HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sluice-bcrypt")
+    return _HASHER
+
+
 class _BasicAuthFilter(Filter):
     __slots__ = ("users", "challenge", "header_field", "remove_header", "ok", "bad", "pending")
 
@@ -180,7 +196,17 @@ class _BasicAuthFilter(Filter):
                 return None
             if value in self.bad:
                 return unauthorized(self.challenge)
-            running = asyncio.ensure_future(asyncio.to_thread(stored.verify, password))
+            if len(_VERIFYING) >= MAX_VERIFYING:
+                # A flood of distinct passwords: refuse rather than queue
+                # bcrypt work without bound (Retry-After, as rateLimit does).
+                return Response(
+                    429, headers=Headers([(b"Retry-After", b"1")]), body=b"Too Many Requests"
+                )
+            running = asyncio.get_running_loop().run_in_executor(
+                _hasher(), stored.verify, password
+            )
+            _VERIFYING.add(running)
+            running.add_done_callback(_VERIFYING.discard)
             self.pending[value] = running
             running.add_done_callback(functools.partial(self.verified, value, name))
         # Shielded: a client that goes away must not cancel a verdict others wait for.

@@ -225,6 +225,22 @@ async def test_concurrent_misses_on_one_value_all_get_the_verdict(tmp_path, back
         await gw.stop()
 
 
+async def test_a_flood_of_distinct_passwords_is_refused_not_queued(tmp_path, backend):
+    """Past the cap on queued bcrypt checks, distinct wrong passwords get 429, not a queue."""
+    slow = bcrypt.hashpw(b"pw", bcrypt.gensalt(10)).decode()
+    gw = await start_gateway(tmp_path, config(backend.url, {"users": [f"alice:{slow}"]}))
+    try:
+        port = gw.port()
+        requests = [get("app.test", "/", basic("alice", f"guess{i}")) for i in range(90)]
+        replies = await asyncio.gather(*(http_request(port, raw) for raw in requests))
+        statuses = [r.status for r in replies]
+        assert set(statuses) == {401, 429}
+        assert statuses.count(401) >= 64
+        assert (await http_request(port, get("open.test"))).status == 200
+    finally:
+        await gw.stop()
+
+
 BAD_OPTIONS = {
     "no-users": ({"realm": "x"}, "basicAuth: users: give users or usersFile"),
     "bad-entry": (
