@@ -37,6 +37,10 @@ def _b(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("latin-1")
 
 
+def _fold(name: bytes) -> bytes:
+    return name.lower().translate(None, b"-_.")
+
+
 class Headers:
     """An ordered, case-insensitive, multi-valued header list over raw bytes."""
 
@@ -62,6 +66,18 @@ class Headers:
         """Replace every value of ``name`` with one value."""
         self.remove(name)
         self.raw.append((_b(name), _b(value)))
+
+    def set_trusted(self, name: str | bytes, value: str | bytes) -> None:
+        """``set`` for a field the upstream trusts (the user an auth middleware let in).
+
+        Also drops spellings that differ only in ``-``, ``_`` and ``.``
+        (``X_Auth_User``): CGI-style backends fold them into one variable, so
+        a client could otherwise pre-set the value beside the verified one.
+        """
+        key = _fold(_b(name))
+        raw = self.raw
+        raw[:] = [(k, v) for k, v in raw if _fold(k) != key]
+        raw.append((_b(name), _b(value)))
 
     def add(self, name: str | bytes, value: str | bytes) -> None:
         """Append one more value of ``name``."""

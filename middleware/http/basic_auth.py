@@ -225,7 +225,7 @@ class _BasicAuthFilter(Filter):
         request.user = user.decode("utf-8", "replace")
         headers = request.headers
         if self.header_field:
-            headers.set(self.header_field, user)
+            headers.set_trusted(self.header_field, user)
         if self.remove_header:
             headers.remove(_AUTHORIZATION)
 

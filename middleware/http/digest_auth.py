@@ -197,7 +197,7 @@ class _DigestAuthFilter(Filter):
         request.user = user
         headers = request.headers
         if self.header_field:
-            headers.set(self.header_field, user.encode("utf-8"))
+            headers.set_trusted(self.header_field, user.encode("utf-8"))
         if self.remove_header:
             headers.remove(_AUTHORIZATION)
         return None

@@ -158,4 +158,4 @@ def forwarding(forward_headers: Mapping[str, str]) -> Forwarding:
 def forward_claims(headers: Headers, payload: Mapping[str, Any], forward: Forwarding) -> None:
     """Set each forwarded field to its claim; an absent claim sets it empty."""
     for name, path in forward:
-        headers.set(name, claim_value(payload, path))
+        headers.set_trusted(name, claim_value(payload, path))
