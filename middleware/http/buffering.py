@@ -16,8 +16,10 @@ and upgrades are never read.
 
 Sluice holds buffered bodies in memory: ``memRequestBodyBytes`` and
 ``memResponseBodyBytes`` (Traefik's thresholds for spilling to disk) are
-accepted and checked but change nothing, so a limit of 0 means the whole
-body in memory. ``retryExpression`` (oxy's predicate language, such as
+accepted and checked but change nothing. So that one client cannot exhaust
+memory with the default configuration, ``maxRequestBodyBytes: 0`` means
+64 MiB here (Traefik, which spills to disk, means no limit); set it higher
+explicitly to hold larger bodies. ``retryExpression`` (oxy's predicate language, such as
 ``IsNetworkError() && Attempts() < 2``) is accepted but not applied yet; a
 warning says so when a configuration sets it. Use the ``retry`` middleware
 for retries meanwhile.
@@ -26,7 +28,6 @@ for retries meanwhile.
 from __future__ import annotations
 
 import logging
-import sys
 
 from gateway.config.model import model
 from middleware.contract import BodyTooLarge, BuildContext, Handler, Headers, Request, Response
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 # oxy's default for the in-memory thresholds (1 MiB).
 DEFAULT_MEM_BYTES = 1024 * 1024
-_UNLIMITED = sys.maxsize
+# What "no limit" (0) means for a body held in memory.
+UNSET_REQUEST_LIMIT = 64 * 1024 * 1024
 # RFC 9110 section 7.6.1: fields meaningful for one connection only. A
 # response read whole is sent again by the gateway with its own framing.
 _HOP_BY_HOP = frozenset(
@@ -100,7 +102,7 @@ class Buffering:
                 context.name,
                 options.retry_expression,
             )
-        max_request = options.max_request_body_bytes or _UNLIMITED
+        max_request = options.max_request_body_bytes or UNSET_REQUEST_LIMIT
         max_response = options.max_response_body_bytes
 
         async def buffering(request: Request) -> Response:

@@ -132,6 +132,16 @@ async def test_declared_oversize_request_is_refused_before_its_body(tmp_path):
         assert s.backend.requests == []
 
 
+async def test_unset_limit_still_bounds_memory(tmp_path):
+    """maxRequestBodyBytes: 0 holds at most 64 MiB in memory; a larger declared body is 413."""
+    async with site(tmp_path, "{memRequestBodyBytes: 1024}") as s:
+        length = 64 * 1024 * 1024 + 1
+        head = b"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n" % length
+        reply = await s.send(head + b"x" * 100)
+        assert reply.status == 413
+        assert s.backend.requests == []
+
+
 async def test_expect_continue_body_is_read(tmp_path):
     """A client waiting for 100 Continue is told to send, and its body is forwarded whole."""
     async with site(tmp_path, "{}") as s:
