@@ -90,7 +90,11 @@ def address_errors(
         checks.append(("api.address", static.api.address))
     errors = []
     for path, address in checks:
-        problem = _address_problem(address)
+        if address.endswith("/udp"):
+            # Parsed (gateway/config/static.py) ahead of the UDP data path.
+            problem = f'"{address}": UDP entry points are not served yet'
+        else:
+            problem = _address_problem(address)
         if problem:
             origin = Origin("<command line>" if path.lower() in flagged else file)
             errors.append(ConfigError(problem, origin=origin, path=path))

@@ -42,6 +42,8 @@ Verified against Traefik v3's source (``pkg/rules/parser.go``,
 
 Tokens and Go string literals are ``gateway.config.rule_lexer``'s job, Go
 regexps ``gateway.config.go_regexp``'s; ``RuleSyntaxError`` is re-exported here.
+TCP and UDP rules (``gateway.config.tcp_rule``) reuse this parser with their
+own matcher set: a ``Grammar`` passed to ``parse_with``.
 
 Deliberate differences: a newline is whitespace anywhere (Go's automatic
 semicolon makes ``Host(`a`)`` + newline + ``&& Path(`/`)`` an error in
@@ -55,7 +57,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -64,15 +66,18 @@ from gateway.config.go_regexp import GoRegexpError, compile_go
 from gateway.config.rule_lexer import RuleSyntaxError, Token, describe, quote, tokens
 
 __all__ = [
+    "HTTP",
     "MATCHERS",
     "And",
     "Expr",
+    "Grammar",
     "Matcher",
     "Not",
     "Or",
     "RuleSyntaxError",
     "default_priority",
     "parse",
+    "parse_with",
     "render",
 ]
 
@@ -126,11 +131,6 @@ _USAGE = {
     "Query": "Query(`key`, `value`) or Query(`key`)",
     "QueryRegexp": "QueryRegexp(`key`, `regexp`)",
 }
-_SPELLINGS = {
-    spelling: name
-    for name in MATCHERS
-    for spelling in (name, name.lower(), name.upper(), name.lower().title())
-}
 
 _TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOST_NAME = re.compile(r"(?:\*\*?\.)?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
@@ -142,16 +142,22 @@ _HOST_NAME = re.compile(r"(?:\*\*?\.)?[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 @functools.lru_cache(maxsize=1 << 15)
 def parse(rule: str) -> Expr:
     """The AST of ``rule``; raises ``RuleSyntaxError``."""
-    return _Parser(tokens(rule)).parse()
+    return _Parser(tokens(rule), HTTP).parse()
+
+
+def parse_with(rule: str, grammar: Grammar) -> Expr:
+    """The AST of ``rule`` in another matcher set (TCP, UDP); raises ``RuleSyntaxError``."""
+    return _Parser(tokens(rule), grammar).parse()
 
 
 class _Parser:
     """Recursive descent over the token list; every path that consumes "end" raises."""
 
-    __slots__ = ("pos", "tokens")
+    __slots__ = ("grammar", "pos", "tokens")
 
-    def __init__(self, tokens: list[Token]) -> None:
+    def __init__(self, tokens: list[Token], grammar: Grammar) -> None:
         self.tokens = tokens
+        self.grammar = grammar
         self.pos = 0
 
     def parse(self) -> Expr:
@@ -198,14 +204,15 @@ class _Parser:
                 message = f"expected ')' to close the '(' at column {token[2]}, found {found}"
                 raise RuleSyntaxError(message, close[2])
             return expr
-        message = f"expected a matcher such as Host(`example.com`), found {describe(token)}"
+        message = f"expected a matcher such as {self.grammar.example}, found {describe(token)}"
         raise RuleSyntaxError(message, token[2])
 
     def matcher(self, name_token: Token) -> Matcher:
         _, written, column = name_token
-        name = _SPELLINGS.get(written)
+        grammar = self.grammar
+        name = grammar.spellings.get(written)
         if name is None:
-            message = f"unknown matcher {written!r}{suggestion(written, MATCHERS)}"
+            message = f"unknown matcher {written!r}{suggestion(written, grammar.arity)}"
             raise RuleSyntaxError(message, column)
         tokens, pos = self.tokens, self.pos
         token = tokens[pos]
@@ -235,22 +242,62 @@ class _Parser:
                 raise RuleSyntaxError(message, at)
             expect_string = not expect_string
         self.pos = pos + 1
-        _check(name, args, columns, at)
+        _check_count(grammar, name, args, columns, at)
+        grammar.check(name, args, columns)
         return Matcher(name, tuple(args), column)
 
 
-def _check(name: str, args: list[str], columns: list[int], close_column: int) -> None:
-    """Validate a matcher's arguments as Traefik does when it builds the route."""
-    fewest, most = MATCHERS[name]
+# A grammar's value check: (canonical name, arguments, their columns); raises RuleSyntaxError.
+ValueCheck = Callable[[str, list[str], list[int]], None]
+
+
+class Grammar:
+    """One matcher set of the rule language: names, argument counts, value checks.
+
+    Tokens, operators, precedence and error messages are shared by every
+    grammar; ``HTTP`` is the routers' one, ``gateway.config.tcp_rule`` holds
+    the TCP and UDP ones. Names are accepted in Traefik's four spellings.
+    """
+
+    __slots__ = ("arity", "check", "example", "spellings", "usage")
+
+    def __init__(
+        self,
+        arity: Mapping[str, tuple[int, int]],
+        *,
+        check: ValueCheck,
+        example: str,
+        usage: Mapping[str, str] | None = None,
+    ) -> None:
+        self.arity = arity  # name -> (fewest, most) arguments
+        self.check = check
+        self.example = example  # shown in "expected a matcher such as ..."
+        self.usage = usage or {}
+        self.spellings = {
+            spelling: name
+            for name in arity
+            for spelling in (name, name.lower(), name.upper(), name.lower().title())
+        }
+
+
+def _check_count(
+    grammar: Grammar, name: str, args: list[str], columns: list[int], close_column: int
+) -> None:
+    """Argument count and emptiness, as Traefik checks them when it builds the route."""
+    fewest, most = grammar.arity[name]
     if not fewest <= len(args) <= most:
         wanted = f"{fewest} or {most} arguments" if fewest != most else f"{fewest} argument"
         wanted += "s" if fewest == most > 1 else ""
-        usage = f" ({_USAGE[name]})" if name in _USAGE else ""
+        usage = f" ({grammar.usage[name]})" if name in grammar.usage else ""
         where = columns[most] if len(args) > most else close_column
         raise RuleSyntaxError(f"{name} takes {wanted}{usage}, got {len(args)}", where)
     for arg, column in zip(args, columns, strict=True):
         if not arg:
             raise RuleSyntaxError(f"{name}: empty argument", column)
+
+
+def _check(name: str, args: list[str], columns: list[int]) -> None:
+    """Validate an HTTP matcher's values as Traefik does when it builds the route."""
     value, column = args[-1], columns[-1]
     if name == "Host":
         _check_host(value, column)
@@ -271,6 +318,9 @@ def _check(name: str, args: list[str], columns: list[int], close_column: int) ->
             compile_go(value)
         except GoRegexpError as exc:
             raise RuleSyntaxError(f"{name}: invalid regexp {value!r}: {exc}", column) from None
+
+
+HTTP = Grammar(MATCHERS, check=_check, example="Host(`example.com`)", usage=_USAGE)
 
 
 def _check_host(value: str, column: int) -> None:

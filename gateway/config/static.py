@@ -10,9 +10,12 @@ why Sluice differs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 from gateway.config.dynamic import ServersTransport
 from gateway.config.model import Duration, empty_map, key, model
+
+EntryPointProtocol = Literal["tcp", "udp"]
 
 
 @model
@@ -71,6 +74,16 @@ class EntryPointHTTP:
 
 @model
 class EntryPoint:
+    """One listening address; Traefik's ``:8000/tcp`` and ``:5353/udp`` suffixes name its protocol.
+
+    ``address`` keeps meaning ``[host]:port`` for every TCP entry point: a
+    ``/tcp`` suffix (the default protocol) is dropped on construction. A UDP
+    entry point keeps its ``/udp`` suffix in ``address``, so the protocol
+    survives ``dataclasses.replace`` and no TCP binder can open it by mistake;
+    ``listen_address`` is the ``[host]:port`` part for either. Any other
+    suffix stays as written, and the address check reports it.
+    """
+
     REQUIRED = ("address",)
 
     address: str = ""
@@ -79,6 +92,34 @@ class EntryPoint:
     proxy_protocol: ForwardedHeaders = ForwardedHeaders()
     http: EntryPointHTTP = EntryPointHTTP()
     reuse_port: bool = False
+
+    def __post_init__(self) -> None:
+        host_port, protocol = split_address(self.address)
+        if protocol == "tcp":
+            object.__setattr__(self, "address", host_port)
+        elif protocol == "udp":
+            object.__setattr__(self, "address", f"{host_port}/udp")
+
+    @property
+    def protocol(self) -> EntryPointProtocol:
+        """``"udp"`` for a ``/udp`` address, else ``"tcp"`` (Traefik's default)."""
+        return "udp" if self.address.endswith("/udp") else "tcp"
+
+    @property
+    def listen_address(self) -> str:
+        """``[host]:port`` to bind, without the protocol suffix."""
+        return self.address.removesuffix("/udp")
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``(host:port, protocol)`` as Traefik's ``GetAddress``/``GetProtocol`` read it.
+
+    The protocol follows the first ``/``, ignoring case, and is ``"tcp"`` when
+    there is none. It is returned lower-cased and may be neither tcp nor udp;
+    callers that bind report that.
+    """
+    host_port, sep, protocol = address.partition("/")
+    return host_port, protocol.lower() if sep else "tcp"
 
 
 @model

@@ -419,3 +419,43 @@ def test_decode_takes_a_pyyaml_node() -> None:
     with pytest.raises(ConfigError) as info:
         decode(HTTPRouter, bad, file="x.yaml", path="http.routers.r")
     assert str(info.value) == 'x.yaml:1: http.routers.r: missing required key "service"'
+
+
+# --- Entry-point protocols (/tcp, /udp) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "address", "protocol", "listen"),
+    [
+        (":80", ":80", "tcp", ":80"),
+        ("127.0.0.1:8000/tcp", "127.0.0.1:8000", "tcp", "127.0.0.1:8000"),
+        (":8000/TCP", ":8000", "tcp", ":8000"),
+        (":5353/udp", ":5353/udp", "udp", ":5353"),
+        (":53/UDP", ":53/udp", "udp", ":53"),
+        ("[::1]:53/udp", "[::1]:53/udp", "udp", "[::1]:53"),
+        (":1/sctp", ":1/sctp", "tcp", ":1/sctp"),
+    ],
+    ids=["plain", "tcp-suffix", "tcp-upper", "udp", "udp-upper", "udp-ipv6", "unknown-suffix"],
+)
+def test_entry_point_address_names_its_protocol(
+    written: str, address: str, protocol: str, listen: str
+) -> None:
+    """A /tcp suffix is dropped from address; /udp stays and sets the protocol."""
+    config = parse_static(f"entryPoints:\n  ep:\n    address: '{written}'\n", "s.yaml")
+    ep = config.entry_points["ep"]
+    assert (ep.address, ep.protocol, ep.listen_address) == (address, protocol, listen)
+
+
+def test_udp_entry_point_from_the_command_line() -> None:
+    """--entryPoints.<name>.address=:53/udp makes a UDP entry point."""
+    config = parse_static("", "s.yaml", [("entryPoints.dns.address", ":53/udp")])
+    assert config.entry_points["dns"].protocol == "udp"
+    assert config.entry_points["dns"].listen_address == ":53"
+
+
+def test_udp_entry_point_keeps_its_protocol_when_copied() -> None:
+    """dataclasses.replace on a UDP entry point keeps it UDP (the suffix stays in address)."""
+    import dataclasses
+
+    ep = parse_static("entryPoints:\n  dns: {address: ':53/udp'}\n", "s.yaml").entry_points["dns"]
+    assert dataclasses.replace(ep, reuse_port=True).protocol == "udp"
