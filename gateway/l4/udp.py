@@ -1,0 +1,482 @@
+"""A UDP entry point: sessions per client address, relayed to a chosen server.
+
+Traefik's UDP model. The first datagram from a client address ``(ip, port)``
+opens a session: ``route`` chooses a ``Target`` (the router), its ``pick`` a
+server, and the session opens its own connected socket to that server. The
+client's datagrams go out on it; the server's replies (any number, any size)
+go back from the entry point's socket, the address the client wrote to.
+
+Invariants:
+
+- The per-datagram path is a dict lookup, the router's ``admit`` (the L4
+  middleware chain, ``middleware.l4.chains.DatagramChain``) and a
+  ``sendto``; no task, no timer, no clock read. Tasks exist per session
+  (opening its socket), never per datagram.
+- A session's router, middleware chain and server are fixed when it opens.
+  Assigning ``entry.route`` affects new sessions only, so a reload never
+  moves or breaks a running one.
+- A session ends when no datagram was forwarded either way (refused ones
+  do not count) for ``idle_timeout`` (Traefik's entry point ``udp.timeout``,
+  3s by default) to 1.25 times that: one sweep timer per entry point stamps
+  a tick every ``idle_timeout / 4`` and each datagram copies the current
+  tick into its session. The timer runs only while sessions exist.
+- A session whose server socket reports an error (ICMP port unreachable
+  arrives as ``ConnectionRefusedError``) ends; the client's next datagram
+  opens a new one, which may pick another server.
+- Every session that opened ends exactly once, and ``on_session_end`` hears
+  of it, with its counters, for the access log.
+- While the server socket opens, datagrams wait (up to ``_HOLD_LIMIT``
+  bytes, above the kernel's default receive buffer in front of them) and go
+  out in order. Past that, or when the kernel refuses a send, they are
+  dropped and counted. Counters live on the session and are summed on read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.l4.udp_balancer import Address
+from middleware.l4.contract import ConnectionInfo, Rejection
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_TIMEOUT = 3.0
+# Sweeps per idle timeout: a session ends at most 1/_TICKS late.
+_TICKS = 4
+# Bytes a session holds while its server socket opens. The default
+# net.core.rmem_default (208 KiB) bounds what can queue in front of us anyway.
+_HOLD_LIMIT = 1 << 20
+
+EndReason = Literal["idle", "error", "shutdown"]
+Admit = Callable[[ConnectionInfo, int], Rejection | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a UDP router resolves to, built once per configuration.
+
+    ``pick`` chooses a server per new session (``udp_balancer``); ``admit`` is
+    the router's middleware chain (``DatagramChain.admit``), None without one.
+    """
+
+    router: str
+    service: str
+    pick: Callable[[], Address | None]
+    admit: Admit | None = None
+
+
+Route = Callable[[str, int], Target | None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One session, for the access log and the API; ``reason`` is None while live.
+
+    ``*_in`` count client-to-server datagrams that were forwarded, ``*_out``
+    server-to-client ones; ``rejected`` the client's datagrams middleware refused.
+    """
+
+    entry_point: str
+    router: str
+    service: str
+    client: tuple[str, int]
+    server: Address
+    started: float  # wall clock, seconds since the epoch
+    duration: float
+    datagrams_in: int
+    bytes_in: int
+    datagrams_out: int
+    bytes_out: int
+    rejected: int
+    reason: EndReason | None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UDPStats:
+    """An entry point's counters since it started, live sessions included."""
+
+    datagrams_in: int
+    bytes_in: int
+    datagrams_out: int
+    bytes_out: int
+    sessions_opened: int
+    sessions_closed: int
+    sessions_active: int
+    # Client datagrams not forwarded: no router matched; the router's service
+    # had no server; middleware refused them (also by rejection below);
+    # a held queue overflowed or the kernel refused a send.
+    unrouted: int
+    no_server: int
+    rejected: int
+    dropped: int
+    # Sessions ended by an error on their server socket, or failing to open it.
+    server_errors: int
+    rejections: dict[Rejection, int] = field(default_factory=dict)
+
+
+class _Session(asyncio.DatagramProtocol):
+    """One client address and its own connected socket to the chosen server."""
+
+    __slots__ = (
+        "entry",
+        "client",
+        "info",
+        "target",
+        "admit",
+        "server",
+        "upstream",
+        "held",
+        "held_bytes",
+        "tick",
+        "started",
+        "started_wall",
+        "datagrams_in",
+        "bytes_in",
+        "datagrams_out",
+        "bytes_out",
+        "rejected",
+        "closed",
+        "reply",
+    )
+
+    def __init__(
+        self, entry: UDPEntry, client: Any, info: ConnectionInfo, target: Target, server: Address
+    ) -> None:
+        self.entry = entry
+        self.client = client
+        self.info = info
+        self.target = target
+        self.admit = target.admit
+        self.server = server
+        self.upstream: asyncio.DatagramTransport | None = None
+        self.held: list[bytes] | None = []
+        self.held_bytes = 0
+        self.tick = entry.tick
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.datagrams_in = 0
+        self.bytes_in = 0
+        self.datagrams_out = 0
+        self.bytes_out = 0
+        self.rejected = 0
+        self.closed = False
+        self.reply = entry.reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.closed:
+            transport.close()
+            return
+        upstream: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+        self.upstream = upstream
+        held = self.held or ()
+        self.held = None
+        self.held_bytes = 0
+        for data in held:
+            # A refused send ends the session from inside sendto.
+            if self.closed:
+                break
+            upstream.sendto(data)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        # A connected socket only receives from its peer: no check of addr.
+        self.tick = self.entry.tick
+        self.datagrams_out += 1
+        self.bytes_out += len(data)
+        self.reply(data, self.client)
+
+    def error_received(self, exc: Exception) -> None:
+        self.entry._end(self, "error", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.entry._end(self, "error", exc or ConnectionResetError("server socket closed"))
+
+    def hold(self, data: bytes) -> bool:
+        held = self.held
+        if held is None or self.held_bytes + len(data) > _HOLD_LIMIT:
+            return False
+        held.append(data)
+        self.held_bytes += len(data)
+        return True
+
+    def record(self, reason: EndReason | None, error: str = "") -> SessionRecord:
+        info = self.info
+        return SessionRecord(
+            entry_point=info.entry_point,
+            router=self.target.router,
+            service=self.target.service,
+            client=(info.client_ip, info.client_port),
+            server=self.server,
+            started=self.started_wall,
+            duration=time.monotonic() - self.started,
+            datagrams_in=self.datagrams_in,
+            bytes_in=self.bytes_in,
+            datagrams_out=self.datagrams_out,
+            bytes_out=self.bytes_out,
+            rejected=self.rejected,
+            reason=reason,
+            error=error,
+        )
+
+
+class UDPEntry(asyncio.DatagramProtocol):
+    """The protocol on an entry point's bound UDP socket; owns its sessions.
+
+    ``route(client_ip, client_port)`` runs once per new session; reassign it
+    to reload. ``on_session_end`` receives a ``SessionRecord`` per ended
+    session; it must not raise (it is logged if it does).
+    """
+
+    def __init__(
+        self,
+        route: Route,
+        *,
+        name: str = "",
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        on_session_end: Callable[[SessionRecord], None] | None = None,
+    ) -> None:
+        if idle_timeout <= 0:
+            raise ValueError("udp.timeout: must be positive")
+        self.route = route
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self.on_session_end = on_session_end
+        self.tick = 0
+        self.transport: asyncio.DatagramTransport | None = None
+        # Sends to a client from the entry point's socket; set once started.
+        self.reply: Callable[[bytes, Any], None] = _unstarted
+        self._sessions: dict[Any, _Session] = {}
+        self._opening: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = asyncio.Event()
+        # Counters of ended sessions and of datagrams that never had one.
+        self._ended = [0, 0, 0, 0]
+        self._opened = 0
+        self._unrouted = 0
+        self._no_server = 0
+        self._rejected = 0
+        self._dropped = 0
+        self._server_errors = 0
+        self._rejections: dict[Rejection, int] = {}
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on ``sock``, a bound UDP socket the caller made (and tuned)."""
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, sock=sock)
+
+    @property
+    def address(self) -> Any:
+        """The bound address, as ``getsockname`` gives it."""
+        if self.transport is None:
+            raise RuntimeError("UDP entry point not started")
+        return self.transport.get_extra_info("sockname")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        entry: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+        self.transport = entry
+        # Sessions call the bound sendto directly: one attribute load per reply.
+        self.reply = entry.sendto
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            _log.error("udp entry point %s: socket closed: %s", self.name, exc)
+        self._shutdown()
+        self._closed.set()
+
+    def error_received(self, exc: Exception) -> None:
+        # A send to a client failed (ENOBUFS, EPERM from a firewall, ...):
+        # the datagram is gone, the entry point carries on.
+        self._dropped += 1
+        _log.debug("udp entry point %s: %s", self.name, exc)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        session = self._sessions.get(addr)
+        if session is None:
+            self._open(data, addr)
+            return
+        admit = session.admit
+        if admit is not None:
+            rejection = admit(session.info, len(data))
+            if rejection is not None:
+                session.rejected += 1
+                self._reject(rejection)
+                return
+        upstream = session.upstream
+        if upstream is None and not session.hold(data):
+            self._dropped += 1
+            return
+        session.tick = self.tick
+        session.datagrams_in += 1
+        session.bytes_in += len(data)
+        if upstream is not None:
+            upstream.sendto(data)
+
+    def _reject(self, rejection: Rejection) -> None:
+        self._rejected += 1
+        self._rejections[rejection] = self._rejections.get(rejection, 0) + 1
+
+    def _open(self, data: bytes, addr: Any) -> None:
+        ip: str = addr[0]
+        if ip.startswith("::ffff:"):
+            # A v4 client on a dual-stack socket: rules and allowlists speak v4.
+            ip = ip[7:]
+        port: int = addr[1]
+        try:
+            target = self.route(ip, port)
+        except Exception:
+            _log.exception("udp entry point %s: routing %s:%s failed", self.name, ip, port)
+            target = None
+        if target is None:
+            self._unrouted += 1
+            return
+        info = ConnectionInfo(
+            protocol="udp",
+            client_ip=ip,
+            client_port=port,
+            entry_point=self.name,
+            router=target.router,
+        )
+        if target.admit is not None:
+            rejection = target.admit(info, len(data))
+            if rejection is not None:
+                # No session for a refused client: a flood of forged sources
+                # leaves no state behind.
+                self._reject(rejection)
+                return
+        server = target.pick()
+        if server is None:
+            self._no_server += 1
+            return
+        session = _Session(self, addr, info, target, server)
+        self._sessions[addr] = session
+        self._opened += 1
+        session.hold(data)
+        session.datagrams_in = 1
+        session.bytes_in = len(data)
+        task = asyncio.get_running_loop().create_task(self._connect(session))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+        if self._sweeper is None:
+            self._schedule_sweep()
+
+    async def _connect(self, session: _Session) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_datagram_endpoint(lambda: session, remote_addr=session.server)
+        except OSError as exc:
+            self._end(session, "error", exc)
+
+    def _end(self, session: _Session, reason: EndReason, exc: BaseException | None = None) -> None:
+        """End ``session`` once: close its server socket, count it, report it."""
+        if session.closed:
+            return
+        session.closed = True
+        if self._sessions.get(session.client) is session:
+            del self._sessions[session.client]
+        upstream = session.upstream
+        if upstream is not None:
+            upstream.close()
+        session.held = None
+        ended = self._ended
+        ended[0] += session.datagrams_in
+        ended[1] += session.bytes_in
+        ended[2] += session.datagrams_out
+        ended[3] += session.bytes_out
+        error = ""
+        if reason == "error":
+            self._server_errors += 1
+            error = f"{type(exc).__name__}: {exc}" if exc is not None else "error"
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "udp entry point %s: session %s -> %s (router %s) ended: %s %s",
+                self.name,
+                session.client,
+                session.server,
+                session.target.router,
+                reason,
+                error,
+            )
+        callback = self.on_session_end
+        if callback is not None:
+            try:
+                callback(session.record(reason, error))
+            except Exception:
+                _log.exception("udp entry point %s: session-end callback failed", self.name)
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(self.idle_timeout / _TICKS, self._sweep)
+
+    def _sweep(self) -> None:
+        self.tick += 1
+        # Touched at tick t means active since (t + 1) sweep intervals ago at
+        # the latest; ending at t <= tick - _TICKS - 1 idles a full timeout.
+        cutoff = self.tick - _TICKS - 1
+        for session in [s for s in self._sessions.values() if s.tick <= cutoff]:
+            self._end(session, "idle")
+        if self._sessions:
+            self._schedule_sweep()
+        else:
+            self._sweeper = None
+
+    def sessions(self) -> list[SessionRecord]:
+        """The live sessions, for the API."""
+        return [s.record(None) for s in self._sessions.values()]
+
+    def stats(self) -> UDPStats:
+        """Counters since start: ended sessions' totals plus the live ones'."""
+        d_in, b_in, d_out, b_out = self._ended
+        for s in self._sessions.values():
+            d_in += s.datagrams_in
+            b_in += s.bytes_in
+            d_out += s.datagrams_out
+            b_out += s.bytes_out
+        active = len(self._sessions)
+        return UDPStats(
+            datagrams_in=d_in,
+            bytes_in=b_in,
+            datagrams_out=d_out,
+            bytes_out=b_out,
+            sessions_opened=self._opened,
+            sessions_closed=self._opened - active,
+            sessions_active=active,
+            unrouted=self._unrouted,
+            no_server=self._no_server,
+            rejected=self._rejected,
+            dropped=self._dropped,
+            server_errors=self._server_errors,
+            rejections=dict(self._rejections),
+        )
+
+    def close(self) -> None:
+        """End every session (reason ``shutdown``) and close the entry point's socket."""
+        self._shutdown()
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Until the entry point's socket has closed."""
+        await self._closed.wait()
+
+    def _shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for task in list(self._opening):
+            task.cancel()
+        for session in list(self._sessions.values()):
+            self._end(session, "shutdown")
+
+
+def _unstarted(data: bytes, addr: Any) -> None:
+    raise RuntimeError("UDP entry point not started")
