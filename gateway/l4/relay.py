@@ -4,9 +4,10 @@ The TCP entry point accepts a connection with its own protocol, peeks at the
 first bytes (the ClientHello, for SNI routing), picks a server, and calls
 ``start_relay`` with the bytes it has read. From then on the relay owns the
 client transport: it installs its own protocol with ``set_protocol``, keeps
-reading paused while it dials the server, sends ``proxy_header`` and then the
-peeked bytes before any other client byte, and relays until both directions
-end. Protocols, not streams: this is the bulk path, one ``write`` per read.
+reading paused while it dials the server (a read uvloop delivers anyway is
+kept), sends ``proxy_header``, the peeked bytes and any kept ones before
+other client bytes, and relays until both directions end. Protocols, not
+streams: this is the bulk path, one ``write`` per read.
 
 Invariants:
 
@@ -419,7 +420,7 @@ def start_relay(
         # Its connection_lost went, or goes, to the entry point's protocol.
         relay._client.transport = transport
         relay._client.lost = True
-        relay.reason, relay.side = "closed", "client"
+        relay.reason = "closed"
         loop.call_soon(relay._maybe_done)
         return relay
     transport.pause_reading()

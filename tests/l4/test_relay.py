@@ -16,7 +16,7 @@ import socket
 import struct
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvloop
@@ -245,7 +245,7 @@ class Gateway:
                 self.transport: asyncio.Transport | None = None
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport  # type: ignore[assignment]
+                self.transport = cast(asyncio.Transport, transport)
                 if gateway.peek == 0:
                     gateway.hand_over(self.transport, b"", False)
 
@@ -554,6 +554,28 @@ def test_refused_upstream_closes_the_client(run: Runner) -> None:
     run(scenario())
 
 
+def test_dial_timeout_closes_the_client(run: Runner) -> None:
+    """A server that never answers the SYN (its accept queue is full) times out the dial."""
+
+    async def scenario() -> None:
+        with socket.socket() as full, socket.socket() as filler:
+            full.bind(("127.0.0.1", 0))
+            full.listen(0)  # one pending connection fills it; later SYNs are dropped
+            filler.connect(full.getsockname())
+            settings = RelaySettings(connect_timeout=0.2)
+            async with Gateway(full.getsockname(), peek=1, settings=settings) as gateway:
+                client = await gateway.connect()
+                assert client.transport is not None
+                client.transport.write(b"x")
+                relay = await gateway.done.get()
+                await client.eof.wait()
+                assert relay.reason == "connect_failed"
+                assert isinstance(relay.error, TimeoutError)
+                assert relay.duration >= 0.2
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("resetting", ["upstream", "client"])
 def test_reset_on_one_side_resets_the_other(run: Runner, resetting: str) -> None:
     """A reset on one side aborts the other with a reset, reported with the side."""
@@ -597,11 +619,44 @@ def test_close_ends_a_running_relay(run: Runner) -> None:
     run(scenario())
 
 
+def test_handing_over_a_closed_connection_reports_it(run: Runner) -> None:
+    """A client gone before the hand-over is reported closed, and no server is dialled."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Relay] = loop.create_future()
+
+        class Closing(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                cast(asyncio.Transport, transport).abort()
+                start_relay(transport, backend.address, on_done=done.set_result)
+
+        async with Server() as backend:
+            server = await loop.create_server(Closing, "127.0.0.1", 0)
+            with socket.socket() as client:
+                client.setblocking(False)
+                await loop.sock_connect(client, server.sockets[0].getsockname())
+                relay = await done
+            server.close()
+            await server.wait_closed()
+            assert relay.reason == "closed"
+            assert relay.upstream_transport is None
+            assert backend.peers.empty()
+
+    run(scenario())
+
+
 # --- PROXY protocol -----------------------------------------------------------------------
 
 
-def test_proxy_header_reaches_the_server_first(run: Runner) -> None:
-    """The PROXY header arrives before the peeked bytes, which arrive before later bytes."""
+@pytest.mark.parametrize("peek", [0, 5], ids=["no-peek", "peek-5"])
+def test_proxy_header_reaches_the_server_first(run: Runner, peek: int) -> None:
+    """The PROXY header arrives first, then the peeked bytes, then the rest, in order.
+
+    Without a peek the hand-over happens in connection_made, where uvloop
+    starts reading anyway: bytes read while the server is dialled must keep
+    their place behind the header.
+    """
 
     def header(transport: asyncio.Transport) -> bytes:
         peer = transport.get_extra_info("peername")
@@ -611,7 +666,7 @@ def test_proxy_header_reaches_the_server_first(run: Runner) -> None:
     async def scenario() -> None:
         async with (
             Server() as backend,
-            Gateway(backend.address, peek=5, proxy_header=header) as gateway,
+            Gateway(backend.address, peek=peek, proxy_header=header) as gateway,
         ):
             client = await gateway.connect()
             assert client.transport is not None
