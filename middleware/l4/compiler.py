@@ -32,6 +32,7 @@ are released on the instance that admitted them either way.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -68,7 +69,7 @@ class _Decoded:
     shown: str  # the same path as the file writes it (bare name)
 
 
-class _Compiler(Generic[F, C]):
+class _Compiler(ABC, Generic[F, C]):
     protocol: Proto
     filter_type: type[Any]
 
@@ -108,8 +109,9 @@ class _Compiler(Generic[F, C]):
             found = self._chains[key] = self._wrap(tuple(self._filter(n) for n in key), key)
         return found
 
+    @abstractmethod
     def _wrap(self, filters: tuple[Any, ...], names: tuple[str, ...]) -> C:
-        raise NotImplementedError
+        """The protocol's chain object over ``filters``."""
 
     # -- decoding ---------------------------------------------------------------
 
