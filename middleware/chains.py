@@ -33,6 +33,9 @@ class MiddlewareFailed(Exception):
         self.name = name
 
 
+OnError = Callable[[str], None]
+
+
 @dataclass(frozen=True, slots=True)
 class FilterChain:
     """Filters in request order, with the ones that edit responses picked out."""
@@ -44,13 +47,26 @@ class FilterChain:
     # Their bound ``response`` methods, in that order: what a response from
     # the upstream passes through.
     hooks: tuple[Callable[[Request, Response], None], ...] = ()
+    # Counts a failure against the middleware's name (as the handler path does).
+    on_error: OnError | None = None
+
+    def failed(self, index: int) -> str:
+        """Count a failure of filter ``index``; its name, for the log."""
+        name = self.names[index]
+        if self.on_error is not None:
+            self.on_error(name)
+        return name
 
     def respond_from(self, below: int, request: Request, response: Response) -> None:
         """Run the response hooks of the filters before index ``below``, inside out."""
         filters = self.filters
         for i in self.responders:
             if i < below:
-                filters[i].response(request, response)
+                try:
+                    filters[i].response(request, response)
+                except Exception:
+                    self.failed(i)
+                    raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +86,6 @@ class _Decoded:
     config: MiddlewareConfig
 
 
-OnError = Callable[[str], None]
 
 
 class ChainCompiler:
@@ -221,7 +236,11 @@ class ChainCompiler:
                 i for i in reversed(range(len(filters))) if _edits_responses(filters[i])
             )
             filter_chain = FilterChain(
-                tuple(filters), names, responders, tuple(filters[i].response for i in responders)
+                tuple(filters),
+                names,
+                responders,
+                tuple(filters[i].response for i in responders),
+                self.on_error,
             )
         return Chain(handler=handler, filters=filter_chain, names=names)
 

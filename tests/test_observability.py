@@ -15,7 +15,7 @@ from gateway.config.model import model
 from gateway.config.static import AccessLog as AccessLogConfig
 from gateway.config.static import Prometheus
 from gateway.metrics import create_metrics
-from middleware.contract import BuildContext, Handler, Request, Response
+from middleware.contract import BuildContext, Filter, Handler, Request, Response
 from middleware.registry import load_registry
 from tests.backends import RecordingBackend, closed_port, get, http_request
 from tests.harness import start_gateway
@@ -212,6 +212,46 @@ http:
             assert (await http_request(gw.port(), get("app.test"))).status == 200
         retries = samples(metrics.render()[0].decode(), "sluice_service_retries_total")
         assert retries == [({"service": "app@file"}, 1.0)]
+    finally:
+        await gw.stop()
+        await backend.close()
+
+
+class _ExplodingFilter:
+    """A filter raising on /boom requests and on responses to /bang: counted by name."""
+
+    key = "explodingFilter"
+    options = _NoOptions
+
+    def build(self, options: _NoOptions, next: Handler, context: BuildContext) -> Filter:
+        class _Boom(Filter):
+            def request(self, request: Request) -> None:
+                if request.path == "/boom":
+                    raise RuntimeError("boom")
+
+            def response(self, request: Request, response: Response) -> None:
+                if request.path == "/bang":
+                    raise RuntimeError("bang")
+
+        return _Boom()
+
+
+async def test_raising_inline_filter_is_counted_by_name(tmp_path):
+    """Filters run inline: a raise on the request or the response is a 500, counted by name."""
+    backend = await RecordingBackend().start()
+    metrics = create_metrics(Prometheus())
+    registry = load_registry(plugins=False).with_factories({"explodingFilter": _ExplodingFilter()})
+    text = (
+        dynamic(backend.url, "middlewares: [bad]")
+        + "  middlewares:\n    bad:\n      explodingFilter: {}\n"
+    )
+    gw = await start_gateway(tmp_path, text, metrics=metrics, registry=registry)
+    try:
+        assert (await http_request(gw.port(), get("app.test", "/boom"))).status == 500
+        assert (await http_request(gw.port(), get("app.test", "/bang"))).status == 500
+        assert (await http_request(gw.port(), get("app.test", "/fine"))).status == 200
+        counted = samples(metrics.render()[0].decode(), "sluice_middleware_errors_total")
+        assert counted == [({"middleware": "bad@file"}, 2.0)]
     finally:
         await gw.stop()
         await backend.close()

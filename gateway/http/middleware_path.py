@@ -117,7 +117,7 @@ def answer(ex: Exchange, response: Response, below: int) -> None:
 
 def filter_failed(ex: Exchange, i: int) -> None:
     chain = ex.router.filters
-    name = chain.names[i] if chain is not None else "?"
+    name = chain.failed(i) if chain is not None else "?"
     log.exception("router %s: middleware %s failed", ex.router.name, name)
     ex.client.count_middleware_error(ex.router)
     if not ex.head_sent:
@@ -133,8 +133,16 @@ def edit_response_head(
         status, headers=Headers(headers), reason=reason.decode("latin-1"), streamed=True
     )
     request = ex.request
-    for hook in ex.router.filters.hooks:  # type: ignore[union-attr]
-        hook(request, response)
+    chain = ex.router.filters
+    assert chain is not None
+    done = 0
+    try:
+        for hook in chain.hooks:
+            hook(request, response)
+            done += 1
+    except Exception:
+        chain.failed(chain.responders[done])
+        raise
     return response
 
 
