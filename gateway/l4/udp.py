@@ -25,10 +25,11 @@ Invariants:
   opens a new one, which may pick another server.
 - Every session that opened ends exactly once, and ``on_session_end`` hears
   of it, with its counters, for the access log.
-- While the server socket opens, datagrams wait (up to ``_HOLD_LIMIT``
-  bytes, above the kernel's default receive buffer in front of them) and go
-  out in order. Past that, or when the kernel refuses a send, they are
-  dropped and counted. Counters live on the session and are summed on read.
+- While the server socket opens, datagrams wait (up to
+  ``udp_session._HOLD_LIMIT`` bytes, above the kernel's default receive
+  buffer in front of them) and go out in order. Past that, or when the
+  kernel refuses a send, they are dropped and counted. Counters live on the
+  session and are summed on read.
 """
 
 from __future__ import annotations
@@ -36,24 +37,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from gateway.l4.udp_balancer import Address
+from gateway.l4.udp_session import EndReason, Session, SessionRecord
 from middleware.l4.contract import ConnectionInfo, Rejection
+
+# SessionRecord and EndReason live in udp_session; callers import them from here.
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "Admit",
+    "EndReason",
+    "Route",
+    "SessionRecord",
+    "Target",
+    "UDPEntry",
+    "UDPStats",
+]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 3.0
 # Sweeps per idle timeout: a session ends at most 1/_TICKS late.
 _TICKS = 4
-# Bytes a session holds while its server socket opens. The default
-# net.core.rmem_default (208 KiB) bounds what can queue in front of us anyway.
-_HOLD_LIMIT = 1 << 20
 
-EndReason = Literal["idle", "error", "shutdown"]
 Admit = Callable[[ConnectionInfo, int], Rejection | None]
 
 
@@ -72,30 +81,6 @@ class Target:
 
 
 Route = Callable[[str, int], Target | None]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """One session, for the access log and the API; ``reason`` is None while live.
-
-    ``*_in`` count client-to-server datagrams that were forwarded, ``*_out``
-    server-to-client ones; ``rejected`` the client's datagrams middleware refused.
-    """
-
-    entry_point: str
-    router: str
-    service: str
-    client: tuple[str, int]
-    server: Address
-    started: float  # wall clock, seconds since the epoch
-    duration: float
-    datagrams_in: int
-    bytes_in: int
-    datagrams_out: int
-    bytes_out: int
-    rejected: int
-    reason: EndReason | None
-    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,111 +104,6 @@ class UDPStats:
     # Sessions ended by an error on their server socket, or failing to open it.
     server_errors: int
     rejections: dict[Rejection, int] = field(default_factory=dict)
-
-
-class _Session(asyncio.DatagramProtocol):
-    """One client address and its own connected socket to the chosen server."""
-
-    __slots__ = (
-        "entry",
-        "client",
-        "info",
-        "target",
-        "admit",
-        "server",
-        "upstream",
-        "held",
-        "held_bytes",
-        "tick",
-        "started",
-        "started_wall",
-        "datagrams_in",
-        "bytes_in",
-        "datagrams_out",
-        "bytes_out",
-        "rejected",
-        "closed",
-        "reply",
-    )
-
-    def __init__(
-        self, entry: UDPEntry, client: Any, info: ConnectionInfo, target: Target, server: Address
-    ) -> None:
-        self.entry = entry
-        self.client = client
-        self.info = info
-        self.target = target
-        self.admit = target.admit
-        self.server = server
-        self.upstream: asyncio.DatagramTransport | None = None
-        self.held: list[bytes] | None = []
-        self.held_bytes = 0
-        self.tick = entry.tick
-        self.started = time.monotonic()
-        self.started_wall = time.time()
-        self.datagrams_in = 0
-        self.bytes_in = 0
-        self.datagrams_out = 0
-        self.bytes_out = 0
-        self.rejected = 0
-        self.closed = False
-        self.reply = entry.reply
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.closed:
-            transport.close()
-            return
-        upstream: asyncio.DatagramTransport = transport  # type: ignore[assignment]
-        self.upstream = upstream
-        held = self.held or ()
-        self.held = None
-        self.held_bytes = 0
-        for data in held:
-            # A refused send ends the session from inside sendto.
-            if self.closed:
-                break
-            upstream.sendto(data)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        # A connected socket only receives from its peer: no check of addr.
-        self.tick = self.entry.tick
-        self.datagrams_out += 1
-        self.bytes_out += len(data)
-        self.reply(data, self.client)
-
-    def error_received(self, exc: Exception) -> None:
-        self.entry._end(self, "error", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.entry._end(self, "error", exc or ConnectionResetError("server socket closed"))
-
-    def hold(self, data: bytes) -> bool:
-        held = self.held
-        if held is None or self.held_bytes + len(data) > _HOLD_LIMIT:
-            return False
-        held.append(data)
-        self.held_bytes += len(data)
-        return True
-
-    def record(self, reason: EndReason | None, error: str = "") -> SessionRecord:
-        info = self.info
-        return SessionRecord(
-            entry_point=info.entry_point,
-            router=self.target.router,
-            service=self.target.service,
-            client=(info.client_ip, info.client_port),
-            server=self.server,
-            started=self.started_wall,
-            duration=time.monotonic() - self.started,
-            datagrams_in=self.datagrams_in,
-            bytes_in=self.bytes_in,
-            datagrams_out=self.datagrams_out,
-            bytes_out=self.bytes_out,
-            rejected=self.rejected,
-            reason=reason,
-            error=error,
-        )
 
 
 class UDPEntry(asyncio.DatagramProtocol):
@@ -252,7 +132,7 @@ class UDPEntry(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         # Sends to a client from the entry point's socket; set once started.
         self.reply: Callable[[bytes, Any], None] = _unstarted
-        self._sessions: dict[Any, _Session] = {}
+        self._sessions: dict[Any, Session] = {}
         self._opening: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
@@ -355,7 +235,7 @@ class UDPEntry(asyncio.DatagramProtocol):
         if server is None:
             self._no_server += 1
             return
-        session = _Session(self, addr, info, target, server)
+        session = Session(self, addr, info, target, server)
         self._sessions[addr] = session
         self._opened += 1
         session.hold(data)
@@ -367,14 +247,14 @@ class UDPEntry(asyncio.DatagramProtocol):
         if self._sweeper is None:
             self._schedule_sweep()
 
-    async def _connect(self, session: _Session) -> None:
+    async def _connect(self, session: Session) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.create_datagram_endpoint(lambda: session, remote_addr=session.server)
         except OSError as exc:
             self._end(session, "error", exc)
 
-    def _end(self, session: _Session, reason: EndReason, exc: BaseException | None = None) -> None:
+    def _end(self, session: Session, reason: EndReason, exc: BaseException | None = None) -> None:
         """End ``session`` once: close its server socket, count it, report it."""
         if session.closed:
             return

@@ -1,4 +1,4 @@
-"""UDP entry point and its balancers, over real UDP sockets on loopback.
+"""The UDP entry point and its sessions, over real UDP sockets on loopback.
 
 Every socket test runs on both event loops Sluice may run on (asyncio's and
 uvloop's): their datagram transports differ in how they read, buffer and
@@ -18,13 +18,7 @@ import pytest
 import uvloop
 
 from gateway.l4.udp import Route, SessionRecord, Target, UDPEntry
-from gateway.l4.udp_balancer import (
-    Address,
-    ServerPool,
-    SmoothWeighted,
-    WeightedPool,
-    split_address,
-)
+from gateway.l4.udp_balancer import ServerPool, split_address
 from middleware.l4.chains import DatagramChain
 from middleware.l4.contract import L4BuildContext, Rejection
 from middleware.l4.ip_allowlist import IPAllowListOptions, UDPIPAllowList
@@ -537,6 +531,7 @@ def test_address_families(
     run: Run, entry_host: str, server_host: str, client_host: str, seen_ip: str
 ) -> None:
     """IPv6 works end to end; a v4 client on a v6 socket is routed by its v4 address."""
+
     async def scenario() -> None:
         async with harness() as h:
             server = await h.server(b"six", host=server_host)
@@ -559,54 +554,3 @@ def test_address_families(
             assert seen == [seen_ip]
 
     run(scenario())
-
-
-def test_smooth_weighted_round_robin_interleaves() -> None:
-    """Weights 5:1:1 give nginx's smooth sequence, not five a's in a row."""
-    rr = SmoothWeighted([("a", 5), ("b", 1), ("c", 1)])
-    assert "".join(rr.next() or "" for _ in range(7)) == "aabacaa"
-
-
-def test_zero_weight_and_empty_pools() -> None:
-    """A weight of 0 takes a server out; a pool with none picks None."""
-    pool = ServerPool("p", [("127.0.0.1:1", 0), ("127.0.0.1:2", 1)])
-    assert {pool.pick() for _ in range(5)} == {("127.0.0.1", 2)}
-    assert ServerPool("empty", []).pick() is None
-
-
-def test_weighted_service_of_services() -> None:
-    """A weighted service splits by its children's weights and skips an empty child."""
-    a = ServerPool("a", [("127.0.0.1:1", 1)])
-    b = ServerPool("b", [("127.0.0.1:2", 1), ("127.0.0.1:3", 1)])
-    empty = ServerPool("e", [])
-    parent = WeightedPool("w", [(a.pick, 1), (b.pick, 3), (empty.pick, 4)])
-    picks = [parent.pick() for _ in range(8)]
-    ports = [p[1] for p in picks if p is not None]
-    assert len(ports) == 8
-    assert ports.count(1) == 2 and ports.count(2) == 3 and ports.count(3) == 3
-    assert WeightedPool("none", [(empty.pick, 1)]).pick() is None
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:53", ("127.0.0.1", 53)),
-        ("[::1]:5353", ("::1", 5353)),
-        ("dns.lan:53", ("dns.lan", 53)),
-    ],
-    ids=["ipv4", "ipv6", "name"],
-)
-def test_split_address(text: str, expected: Address) -> None:
-    """Server addresses parse to (host, port) as Go's SplitHostPort reads them."""
-    assert split_address(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["127.0.0.1", ":53", "::1:53", "[::1:53", "host:0", "host:65536", "host:dns"],
-    ids=["no-port", "no-host", "bare-ipv6", "open-bracket", "port-0", "port-high", "named-port"],
-)
-def test_split_address_rejects(text: str) -> None:
-    """Malformed server addresses raise ValueError naming the address."""
-    with pytest.raises(ValueError, match="address"):
-        split_address(text)
