@@ -25,6 +25,7 @@ from tests.backends import (
 )
 from tests.certs import make_ca
 from tests.harness import start_gateway
+from tests.middleware.support import TRUSTING
 
 
 def answer(
@@ -58,17 +59,6 @@ def config(backend: str, options: str) -> str:
   middlewares:
     auth:
       forwardAuth: {options}
-"""
-
-
-TRUSTING = """entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    forwardedHeaders:
-      trustedIPs: ["127.0.0.1/32"]
-providers:
-  file:
-    filename: dynamic.yml
 """
 
 

@@ -14,16 +14,8 @@ import pytest
 from tests.backends import RecordingBackend, Reply, Seen, default_response, get, read_reply
 from tests.certs import make_ca
 from tests.harness import RunningGateway, start_gateway
+from tests.middleware.support import TRUSTING
 
-TRUSTING = """entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    forwardedHeaders:
-      trustedIPs: ["127.0.0.1/32"]
-providers:
-  file:
-    filename: dynamic.yml
-"""
 # Untrusted clients connect from this loopback address.
 STRANGER = "127.0.0.5"
 UPSTREAM_HEADERS = (

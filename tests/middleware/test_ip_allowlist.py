@@ -3,59 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.backends import RecordingBackend, Reply, get, read_reply
-from tests.harness import RunningGateway, start_gateway
-
-
-def config(url: str, middleware: str) -> str:
-    """Router ``app`` on Host app.test using middleware ``mw``, defined as ``middleware``."""
-    return f"""http:
-  routers:
-    app:
-      rule: Host(`app.test`)
-      service: app
-      middlewares: [mw]
-  services:
-    app:
-      loadBalancer:
-        servers: [{{url: "{url}"}}]
-  middlewares:
-    mw:
-      {middleware}
-"""
-
-
-MW_LINE = 12  # the line of "mw:" in ``config``'s text, which load errors name
-
-# The entry point believes X-Forwarded-For from 127.0.0.1 only.
-TRUSTING = """entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    forwardedHeaders:
-      trustedIPs: ["127.0.0.1/32"]
-providers:
-  file:
-    filename: dynamic.yml
-"""
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    tmp_path: Path, middleware: str, static: str = ""
-) -> AsyncIterator[tuple[RunningGateway, RecordingBackend]]:
-    backend = await RecordingBackend().start()
-    gw = await start_gateway(tmp_path, config(backend.url, middleware), static=static)
-    try:
-        yield gw, backend
-    finally:
-        await gw.stop()
-        await backend.close()
+from tests.backends import Reply, get, read_reply
+from tests.middleware.support import MW_LINE, TRUSTING, config, serving
 
 
 async def send_from(port: int, source: str, extra: str = "") -> Reply:

@@ -2,49 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.backends import RecordingBackend, Seen, get, http_request
 from tests.harness import RunningGateway, start_gateway
-
-
-def config(url: str, middleware: str) -> str:
-    """Router ``app`` on Host app.test using middleware ``mw``, defined as ``middleware``."""
-    return f"""http:
-  routers:
-    app:
-      rule: Host(`app.test`)
-      service: app
-      middlewares: [mw]
-  services:
-    app:
-      loadBalancer:
-        servers: [{{url: "{url}"}}]
-  middlewares:
-    mw:
-      {middleware}
-"""
-
-
-# The line of "mw:" in ``config``'s text, which load errors name.
-MW_LINE = 12
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    tmp_path: Path, middleware: str
-) -> AsyncIterator[tuple[RunningGateway, RecordingBackend]]:
-    backend = await RecordingBackend().start()
-    gw = await start_gateway(tmp_path, config(backend.url, middleware))
-    try:
-        yield gw, backend
-    finally:
-        await gw.stop()
-        await backend.close()
+from tests.middleware.support import MW_LINE, config, serving
 
 
 async def forwarded(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,51 +12,21 @@ import pytest
 from tests.backends import RecordingBackend, Reply, http_request, read_reply
 from tests.certs import make_ca
 from tests.harness import RunningGateway, start_gateway
+from tests.middleware import support
+from tests.middleware.support import MW_LINE, TRUSTING
+
+RULE = "Host(`app.test`) || Host(`[::1]`)"
 
 
 def config(url: str, middleware: str, *, tls: bool = False) -> str:
-    """Router ``app`` on Host app.test using middleware ``mw``, defined as ``middleware``."""
-    tls_line = "\n      tls: {}" if tls else ""
-    return f"""http:
-  routers:
-    app:
-      rule: Host(`app.test`) || Host(`[::1]`)
-      service: app
-      middlewares: [mw]{tls_line}
-  services:
-    app:
-      loadBalancer:
-        servers: [{{url: "{url}"}}]
-  middlewares:
-    mw:
-      {middleware}
-"""
+    """support.config on app.test or [::1]."""
+    return support.config(url, middleware, rule=RULE, tls=tls)
 
 
-MW_LINE = 12  # the line of "mw:" in ``config``'s text, which load errors name
-
-TRUSTING = """entryPoints:
-  web:
-    address: "127.0.0.1:0"
-    forwardedHeaders:
-      trustedIPs: ["127.0.0.1/32"]
-providers:
-  file:
-    filename: dynamic.yml
-"""
-
-
-@contextlib.asynccontextmanager
-async def serving(
+def serving(
     tmp_path: Path, middleware: str, static: str = ""
-) -> AsyncIterator[tuple[RunningGateway, RecordingBackend]]:
-    backend = await RecordingBackend().start()
-    gw = await start_gateway(tmp_path, config(backend.url, middleware), static=static)
-    try:
-        yield gw, backend
-    finally:
-        await gw.stop()
-        await backend.close()
+) -> contextlib.AbstractAsyncContextManager[tuple[RunningGateway, RecordingBackend]]:
+    return support.serving(tmp_path, middleware, static, rule=RULE)
 
 
 def request(method: str, target: str, host: str = "app.test", extra: str = "") -> bytes:

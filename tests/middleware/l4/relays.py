@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -51,7 +52,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-class _Server:
+class _Server(ABC):
     """An asyncio stream server that tracks its handler tasks, to end them on stop."""
 
     def __init__(self) -> None:
@@ -73,8 +74,9 @@ class _Server:
         finally:
             self.tasks.discard(task)
 
+    @abstractmethod
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
+        """Serve one accepted connection."""
 
     async def stop(self) -> None:
         assert self.server is not None
