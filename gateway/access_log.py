@@ -162,7 +162,10 @@ class AccessLog:
         self._count += 1
         if not entry.request_count:
             entry.request_count = self._count
-        line = self._format_line(entry)
+        self.write_line(self._format_line(entry))
+
+    def write_line(self, line: str) -> None:
+        """Queue one formatted line (ending in a newline); TCP/UDP lines come this way."""
         self._lines.append(line)
         self._chars += len(line)
         if len(self._lines) >= self._max_lines or self._chars >= MAX_BUFFER_CHARS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,15 +25,27 @@ from typing import Any
 
 from gateway.config.dynamic import DynamicConfig
 from gateway.config.errors import ConfigError
+from gateway.config.l4 import L4Config
+from gateway.config.l4_checks import check_l4
 from gateway.config.merge import merge
 from gateway.config.static import StaticConfig
 from gateway.config.validate import validate
-from gateway.http.entrypoint import EntryPointRuntime, bind_socket, parse_address
+from gateway.http.entrypoint import (
+    EntryPointRuntime,
+    bind_socket,
+    bind_udp_socket,
+    parse_address,
+)
 from gateway.http.forwarded import TrustedSources
 from gateway.http.router_table import RouterTable
 from gateway.http.routing import EntryPointSettings, HTTPState
 from gateway.http.tls import ServerTLS, build_server_tls
 from gateway.http.upstream import UpstreamServer
+from gateway.l4.compile import L4Compiled, L4Compiler
+from gateway.l4.tcp_entry import TCPEntry, TCPEntrySettings
+from gateway.l4.tcp_routing import TCPRoutes, TCPServer
+from gateway.l4.udp import UDPEntry
+from gateway.listeners import TCPListener
 from gateway.metrics import Metrics
 from gateway.middleware_context import MiddlewareResources
 from gateway.observer import Observer
@@ -77,7 +90,11 @@ class Gateway:
             on_middleware_error=self._middleware_error,
             on_server_change=self._server_changed,
         )
+        self.l4_compiler = L4Compiler(static, on_server_change=self._tcp_server_changed)
+        self.l4: L4Compiled | None = None
         self.entry_points: dict[str, EntryPointRuntime] = {}
+        self.listeners: dict[str, TCPListener] = {}
+        self.udp_entry_points: dict[str, UDPEntry] = {}
         self.snapshots: dict[str, DynamicConfig] = {}
         self.errors: dict[str, ConfigError] = {}
         self.config: DynamicConfig | None = None
@@ -117,16 +134,20 @@ class Gateway:
     def apply_merged(
         self, merged: DynamicConfig, *, provider: str = "", snapshot: DynamicConfig | None = None
     ) -> bool:
-        errors = validate(merged, entry_points=self.static.entry_points.keys())
-        if errors:
+        errors = validate(merged, entry_points=self.tcp_entry_point_names())
+        l4_config, l4_errors = check_l4(merged, entry_points=self.protocols())
+        errors += l4_errors
+        if errors or l4_config is None:
             self._reject(provider, errors)
             return False
         try:
             compiled = self.compiler.compile(merged)
+            l4 = self.l4_compiler.compile(merged, l4_config, self.compiler.generation)
             server_tls = (
                 build_server_tls(merged.tls)
                 if merged.tls.certificates
                 or any(r.tls is not None for r in merged.http.routers.values())
+                or _terminates_tls(l4_config)
                 or self._static_tls()
                 else None
             )
@@ -138,16 +159,19 @@ class Gateway:
         self.errors.pop(provider, None)
         self.config = merged
         self.server_tls = server_tls
-        self._swap(compiled)
+        self._swap(compiled, l4)
         self.reloads += 1
         self.last_reload = time.time()
         if self.metrics is not None and self.record_reloads:
             self.metrics.config_reloaded(success=True)
         log.info(
-            "configuration generation %d applied (%d routers, %d services)",
+            "configuration generation %d applied (%d routers, %d services; "
+            "%d TCP routers, %d UDP routers)",
             self.compiler.generation,
             len(merged.http.routers),
             len(merged.http.services),
+            len(l4_config.tcp.routers),
+            len(l4_config.udp.routers),
         )
         for callback in self.on_config:
             callback(merged)
@@ -168,15 +192,31 @@ class Gateway:
             callback(provider, errors)
         self.loaded.set()
 
-    def _swap(self, compiled: Compiled) -> None:
+    def tcp_entry_point_names(self) -> list[str]:
+        return [n for n, ep in self.static.entry_points.items() if ep.protocol == "tcp"]
+
+    def protocols(self) -> dict[str, str]:
+        return {n: ep.protocol for n, ep in self.static.entry_points.items()}
+
+    def _swap(self, compiled: Compiled, l4: L4Compiled) -> None:
+        self.compiler.commit(compiled)
+        self.compiled = compiled
+        self.l4_compiler.commit(l4)
+        self.l4 = l4
         for name, entry in self.entry_points.items():
             entry.state = compiled.states.get(name, entry.state)
-            if self._wants_tls(name, compiled) != (entry.ssl_context is not None):
+            listener = self.listeners.get(name)
+            if listener is None:
+                continue
+            listener.tcp.routes = l4.tcp.get(name, _NO_ROUTES)
+            if self._wants_l4(name) != listener.l4 or self._wants_tls(name, compiled) != (
+                entry.ssl_context is not None
+            ):
                 task = asyncio.get_running_loop().create_task(self._reopen(name))
                 self._tasks.append(task)
                 self.reopens.append(task)
-        self.compiler.commit(compiled)
-        self.compiled = compiled
+        for name, udp in self.udp_entry_points.items():
+            udp.route = l4.udp.get(name, _no_udp_route)
         if self.metrics is not None:
             now = time.monotonic()
             for (service, url), server in compiled.servers.items():
@@ -194,34 +234,39 @@ class Gateway:
         return compiled is not None and name in compiled.tls_entry_points
 
     async def _reopen(self, name: str) -> None:
-        """Reopen an entry point's listener because its routers switched TLS on or off."""
-        entry = self.entry_points[name]
+        """Switch an entry point's acceptor or TLS as its routers changed (same socket)."""
+        listener = self.listeners[name]
         tls = self._wants_tls(name, self.compiled)
-        entry.stop_accepting()
-        address = self.static.entry_points[name].address
-        host, _ = parse_address(address)
-        rebind = f"[{host}]:{entry.bound_port_number}" if ":" in host else (
-            f"{host}:{entry.bound_port_number}")
-        sock = None
-        for _ in range(40):
-            try:
-                sock = bind_socket(rebind, reuse_port=self.reuse_port)
-                break
-            except OSError:
-                # The old listening socket closes on the loop's next turns.
-                await asyncio.sleep(0.05)
-        if sock is None:
-            log.error("entry point %s: could not reopen %s to switch TLS %s", name, rebind,
-                      "on" if tls else "off")
-            return
-        sni_names = entry.sni_names
-        await entry.reopen(sock, self._front_context(name, sni_names) if tls else None)
-        log.info("entry point %s: TLS switched %s by its routers", name, "on" if tls else "off")
+        context = self._front_context(name, listener.http.sni_names) if tls else None
+        l4 = self._wants_l4(name)
+        if await listener.update(l4=l4, ssl_context=context):
+            log.info(
+                "entry point %s: now %s%s", name,
+                "routing TCP and HTTP" if l4 else "serving HTTP", " with TLS" if tls else "",
+            )
 
     def _start_health(self, compiled: Compiled) -> None:
         loop = asyncio.get_running_loop()
         for job in compiled.health:
             self._health_tasks.append(loop.create_task(job.checker.run()))
+        if self.l4 is not None:
+            for tcp_job in self.l4.health:
+                self._health_tasks.append(loop.create_task(tcp_job.checker.run()))
+
+    def _wants_l4(self, name: str) -> bool:
+        """Whether a TCP entry point accepts through a ``TCPEntry`` (see ``gateway.listeners``)."""
+        proxy = self.static.entry_points[name].proxy_protocol
+        if proxy.trusted_i_ps or proxy.insecure:
+            return True
+        return self.l4 is not None and bool(self.l4.tcp.get(name))
+
+    def _tcp_server_changed(self, server: TCPServer, up: bool) -> None:
+        log.warning(
+            "tcp service %s: server %s is %s", server.service, server.address,
+            "up" if up else "down",
+        )
+        if self.metrics is not None:
+            self.metrics.set_server_up(server.service, server.address, up)
 
     def _server_changed(self, server: UpstreamServer, up: bool) -> None:
         if self.metrics is not None:
@@ -262,6 +307,9 @@ class Gateway:
         """Bind and serve every entry point of the static configuration."""
         empty = HTTPState(table=RouterTable.build([]))
         for name, ep in self.static.entry_points.items():
+            if ep.protocol == "udp":
+                await self._open_udp(name)
+                continue
             settings = self._settings(name)
             sni_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
             ssl_context = None
@@ -273,16 +321,66 @@ class Gateway:
             )
             runtime.sni_names = sni_names
             sock = bind_socket(ep.address, reuse_port=self.reuse_port or ep.reuse_port)
-            await runtime.start(sock)
-            runtime.add_idle_hook(self._expire_idle)
+            listener = TCPListener(sock, runtime, self._tcp_entry(name, runtime))
             self.entry_points[name] = runtime
+            self.listeners[name] = listener
+            await listener.start(l4=self._wants_l4(name))
+            runtime.add_idle_hook(self._expire_idle)
             log.info(
-                "entry point %s listening on %s%s",
+                "entry point %s listening on %s%s%s",
                 name,
                 ep.address,
                 " (TLS)" if ssl_context else "",
+                " (TCP routing)" if listener.l4 else "",
             )
         self.listening.set()
+
+    def _tcp_entry(self, name: str, http: EntryPointRuntime) -> TCPEntry:
+        ep = self.static.entry_points[name]
+        proxy = ep.proxy_protocol
+        settings = TCPEntrySettings(
+            name=name,
+            proxy_trusted=(
+                TrustedSources(proxy.trusted_i_ps, insecure=proxy.insecure)
+                if proxy.trusted_i_ps or proxy.insecure
+                else None
+            ),
+            peek_timeout=ep.transport.responding_timeouts.read_header_timeout,
+            idle_timeout=ep.tcp.idle_timeout or None,
+        )
+        routes = self.l4.tcp.get(name, _NO_ROUTES) if self.l4 is not None else _NO_ROUTES
+        return TCPEntry(
+            settings, routes, http=http, tls_context=self._tcp_tls_context,
+            observer=self.observer,
+        )
+
+    def _tcp_tls_context(self, options: str) -> ssl.SSLContext:
+        """The context a TLS-terminating TCP router serves with: the newest certificates."""
+        if self.server_tls is None:
+            self.server_tls = build_server_tls(
+                self.config.tls if self.config is not None else DynamicConfig().tls
+            )
+        try:
+            return self.server_tls.context_for(options)
+        except KeyError:
+            return self.server_tls.context_for("default")
+
+    async def _open_udp(self, name: str) -> None:
+        ep = self.static.entry_points[name]
+        observer = self.observer
+        route = self.l4.udp.get(name, _no_udp_route) if self.l4 is not None else _no_udp_route
+        entry = UDPEntry(
+            route,
+            name=name,
+            idle_timeout=ep.udp.timeout,
+            on_session_end=observer.udp_session_ended,
+            on_reject=lambda target, rejection: observer.udp_rejected(name, target, rejection),
+            on_session_open=lambda target: observer.udp_session_opened(name, target),
+        )
+        await entry.start(bind_udp_socket(ep.listen_address, reuse_port=self.reuse_port
+                                          or ep.reuse_port))
+        self.udp_entry_points[name] = entry
+        log.info("entry point %s listening on %s", name, ep.address)
 
     def _front_context(self, name: str, sni_names: weakref.WeakKeyDictionary[Any, str]) -> Any:
         """The listener's SSL context: each handshake defers to the current certificates.
@@ -291,8 +389,6 @@ class Gateway:
         the listener does not; so the listener's own context only forwards
         every handshake to the context of the newest generation.
         """
-        import ssl
-
         ep = self.static.entry_points[name]
         options = (
             ep.http.tls.options if ep.http.tls is not None and ep.http.tls.options else "default"
@@ -371,7 +467,9 @@ class Gateway:
             (ep.transport.life_cycle.grace_time_out for ep in self.static.entry_points.values()),
             default=10.0,
         )
-        await asyncio.gather(*(ep.drain(grace) for ep in self.entry_points.values()))
+        await asyncio.gather(*(listener.drain(grace) for listener in self.listeners.values()))
+        for udp in self.udp_entry_points.values():
+            udp.close()
         if self.compiled is not None:
             for server in self.compiled.servers.values():
                 server.close()
@@ -393,3 +491,14 @@ class Gateway:
 
 def base_dir_of(config_path: str | None) -> Path:
     return Path(config_path).resolve().parent if config_path else Path.cwd()
+
+
+_NO_ROUTES = TCPRoutes()
+
+
+def _no_udp_route(client_ip: str, client_port: int) -> None:
+    return None
+
+
+def _terminates_tls(l4: L4Config) -> bool:
+    return any(r.tls is not None and not r.tls.passthrough for r in l4.tcp.routers.values())

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config.errors import ConfigError, Origin
+from gateway.config.l4_checks import check_l4
 from gateway.config.loader import load_dynamic_paths, load_static, parse_static
-from gateway.config.static import StaticConfig
+from gateway.config.static import StaticConfig, split_address
 
 QUICKSTART = Path(__file__).with_name("quickstart")
 
@@ -90,11 +91,11 @@ def address_errors(
         checks.append(("api.address", static.api.address))
     errors = []
     for path, address in checks:
-        if address.endswith("/udp"):
-            # Parsed (gateway/config/static.py) ahead of the UDP data path.
-            problem = f'"{address}": UDP entry points are not served yet'
+        host_port, protocol = split_address(address)
+        if protocol not in ("tcp", "udp") or (protocol == "udp" and path == "api.address"):
+            problem = f'invalid address "{address}": the protocol must be tcp or udp'
         else:
-            problem = _address_problem(address)
+            problem = _address_problem(host_port)
         if problem:
             origin = Origin("<command line>" if path.lower() in flagged else file)
             errors.append(ConfigError(problem, origin=origin, path=path))
@@ -233,14 +234,19 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
             # The provider's own file selection, so check reads what run would.
             paths = FileProvider(fp, base_dir=base).paths()
             merged = merge({"file": load_dynamic_paths(paths)})
-            errors = validate(merged, entry_points=static.entry_points.keys())
-            if not errors:
+            protocols = {n: ep.protocol for n, ep in static.entry_points.items()}
+            errors = validate(merged, entry_points=[n for n, p in protocols.items() if p == "tcp"])
+            l4_config, l4_errors = check_l4(merged, entry_points=protocols)
+            errors += l4_errors
+            if not errors and l4_config is not None:
+                from gateway.l4.compile import L4Compiler
                 from gateway.runtime import Compiler
                 from middleware.registry import load_registry
 
                 compiled = Compiler(static, load_registry()).compile(merged)
                 if compiled.context is not None:
                     compiled.context.close()
+                L4Compiler(static).compile(merged, l4_config)
     except ConfigError as exc:
         errors = [exc]
     for error in errors:

@@ -407,6 +407,7 @@ class Metrics:
             registry=registry,
         )
         self._connections: dict[tuple[str, str], GaugeHandle] = {}
+        self.l4 = L4Metrics(registry)
         if multiprocess_dir is not None:
             # The files outlive the worker: what it counted last must reach them.
             atexit.register(self.requests.flush)
@@ -465,6 +466,92 @@ class Metrics:
         from prometheus_client import exposition
 
         return exposition.generate_latest(self._registry), exposition.CONTENT_TYPE_LATEST
+
+
+class L4Metrics:
+    """TCP and UDP counters, by entry point, router and service.
+
+    Recorded per connection or session (when it is accepted, refused or
+    ends), never per byte or datagram, so the relay's hot path pays nothing.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge
+
+        route = ("entrypoint", "router", "service")
+        self.tcp_connections = Counter(
+            "sluice_tcp_connections", "How many TCP connections were relayed.", route,
+            registry=registry,
+        )
+        self.tcp_bytes = Counter(
+            "sluice_tcp_bytes",
+            "Bytes relayed over TCP; direction in is client to server.",
+            (*route, "direction"),
+            registry=registry,
+        )
+        self.udp_sessions = Counter(
+            "sluice_udp_sessions", "How many UDP sessions were opened.", route,
+            registry=registry,
+        )
+        self.udp_open_sessions = Gauge(
+            "sluice_udp_open_sessions",
+            "How many UDP sessions are open, by entry point.",
+            ("entrypoint",),
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.udp_datagrams = Counter(
+            "sluice_udp_datagrams",
+            "Datagrams relayed over UDP; direction in is client to server.",
+            (*route, "direction"),
+            registry=registry,
+        )
+        self.udp_bytes = Counter(
+            "sluice_udp_bytes",
+            "Bytes relayed over UDP; direction in is client to server.",
+            (*route, "direction"),
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "sluice_l4_rejections",
+            "TCP connections and UDP datagrams refused by middleware.",
+            ("entrypoint", "protocol", "router", "middleware", "reason"),
+            registry=registry,
+        )
+
+    def tcp_opened(self, entry: str, router: str, service: str) -> None:
+        self.tcp_connections.labels(entry, router, service).inc()
+
+    def udp_session_opened(self, entry: str, router: str, service: str) -> None:
+        self.udp_sessions.labels(entry, router, service).inc()
+        self.udp_open_sessions.labels(entry).inc()
+
+    def tcp_ended(
+        self, entry: str, router: str, service: str, bytes_in: int, bytes_out: int
+    ) -> None:
+        self.tcp_bytes.labels(entry, router, service, "in").inc(bytes_in)
+        self.tcp_bytes.labels(entry, router, service, "out").inc(bytes_out)
+
+    def udp_session_ended(
+        self,
+        entry: str,
+        router: str,
+        service: str,
+        datagrams: tuple[int, int],
+        sizes: tuple[int, int],
+    ) -> None:
+        self.udp_open_sessions.labels(entry).dec()
+        for direction, count, size in (
+            ("in", datagrams[0], sizes[0]),
+            ("out", datagrams[1], sizes[1]),
+        ):
+            self.udp_datagrams.labels(entry, router, service, direction).inc(count)
+            self.udp_bytes.labels(entry, router, service, direction).inc(size)
+
+    def rejected(
+        self, entry: str, protocol: str, router: str, middleware: str, reason: str
+    ) -> None:
+        self.rejections.labels(entry, protocol, router, middleware, reason).inc()
 
 
 def create_metrics(config: Prometheus, *, multiprocess_dir: Path | None = None) -> Metrics:

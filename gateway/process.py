@@ -225,7 +225,14 @@ async def serve(
         try:
             await gateway.run()
         except (OSError, ValueError) as exc:
-            failed = next((n for n in static.entry_points if n not in gateway.entry_points), "?")
+            failed = next(
+                (
+                    n
+                    for n in static.entry_points
+                    if n not in gateway.entry_points and n not in gateway.udp_entry_points
+                ),
+                "?",
+            )
             address = static.entry_points[failed].address if failed in static.entry_points else ""
             await gateway.shutdown()
             raise StartupError(f"entry point {failed}: cannot listen on {address}: {exc}") from None

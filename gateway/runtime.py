@@ -130,7 +130,7 @@ class Compiler:
             on_error=self.on_middleware_error,
         )
         chains.validate_all()
-        entry_names = list(self.static.entry_points)
+        entry_names = [n for n, ep in self.static.entry_points.items() if ep.protocol == "tcp"]
         specs: dict[str, list[RouteSpec[RouterRuntime]]] = {ep: [] for ep in entry_names}
         tls_eps: set[str] = set()
         for name, router in http.routers.items():

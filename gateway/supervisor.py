@@ -229,11 +229,14 @@ def preflight(static: StaticConfig) -> None:
     still running) and silently share its traffic. A plain bind, closed at
     once, refuses that case too.
     """
-    from gateway.http.entrypoint import bind_socket
+    from gateway.http.entrypoint import bind_socket, bind_udp_socket
 
     for name, ep in static.entry_points.items():
         try:
-            bind_socket(ep.address, reuse_port=False).close()
+            if ep.protocol == "udp":
+                bind_udp_socket(ep.listen_address, reuse_port=False).close()
+            else:
+                bind_socket(ep.address, reuse_port=False).close()
         except (OSError, ValueError) as exc:
             raise StartupError(
                 f"entry point {name}: cannot listen on {ep.address}: {exc}"

@@ -31,6 +31,9 @@ class RunningGateway:
     def port(self, entry: str = "web") -> int:
         return self.gateway.entry_points[entry].bound_port
 
+    def udp_port(self, entry: str) -> int:
+        return int(self.gateway.udp_entry_points[entry].address[1])
+
     async def reload(self, text: str, *, expect_ok: bool = True) -> object:
         """Atomically replace the dynamic file and wait for the verdict."""
         tmp = self.dynamic_path.with_name(".next.yml")

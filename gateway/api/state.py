@@ -123,7 +123,7 @@ class GatewayState:
                 name=name,
                 provider=_provider(name),
                 status="enabled",
-                using=list(router.entry_points or self.gateway.static.entry_points),
+                using=list(router.entry_points or self.gateway.tcp_entry_point_names()),
                 priority=router.priority or len(router.rule),
             )
             out.append(item)

@@ -73,6 +73,25 @@ class EntryPointHTTP:
 
 
 @model
+class EntryPointUDP:
+    """Traefik's ``entryPoints.<name>.udp``: a session ends after this long without a datagram."""
+
+    timeout: Duration = 3.0
+
+
+@model
+class EntryPointTCP:
+    """Sluice addition: TCP-router connections on this entry point.
+
+    A relayed connection with no byte either way for ``idleTimeout`` is
+    closed; 0 (the default, as in Traefik) never closes an idle one, so
+    quiet database or SSH sessions stay up.
+    """
+
+    idle_timeout: Duration = 0.0
+
+
+@model
 class EntryPoint:
     """One listening address; Traefik's ``:8000/tcp`` and ``:5353/udp`` suffixes name its protocol.
 
@@ -91,6 +110,8 @@ class EntryPoint:
     forwarded_headers: ForwardedHeaders = ForwardedHeaders()
     proxy_protocol: ForwardedHeaders = ForwardedHeaders()
     http: EntryPointHTTP = EntryPointHTTP()
+    udp: EntryPointUDP = EntryPointUDP()
+    tcp: EntryPointTCP = EntryPointTCP()
     reuse_port: bool = False
 
     def __post_init__(self) -> None:

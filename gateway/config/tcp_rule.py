@@ -16,7 +16,8 @@ the "Rules & Priority" page for TCP routers:
   more label (Traefik 3.7). A name may be an IP address literal.
 * ``HostSNIRegexp`` is an unanchored Go regexp search on the lower-cased
   server name, which is empty for a connection without one (so
-  ``HostSNIRegexp(`^.*$`)`` matches plain TCP too).
+  ``HostSNIRegexp(`^.*$`)`` matches plain TCP too). It runs in linear time
+  (``gateway.config.safe_regexp``), as Go's RE2-based ``regexp`` does.
 * ``ClientIP`` takes an address or CIDR range; IPv4 peers seen on a
   dual-stack socket (``::ffff:192.0.2.1``) are matched as IPv4.
 * ``ALPN`` matches when the client offered that protocol; ``acme-tls/1`` is
@@ -42,7 +43,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.config.go_regexp import GoRegexpError, compile_go
+from gateway.config.go_regexp import GoRegexpError
 from gateway.config.rule import (
     And,
     Expr,
@@ -52,6 +53,7 @@ from gateway.config.rule import (
     RuleSyntaxError,
     parse_with,
 )
+from gateway.config.safe_regexp import compile_safe
 
 __all__ = [
     "CATCH_ALL_PRIORITY",
@@ -96,7 +98,7 @@ def _check_tcp(name: str, args: list[str], columns: list[int]) -> None:
         if not value.isascii():
             raise RuleSyntaxError("HostSNIRegexp: non-ASCII characters are not allowed", column)
         try:
-            compile_go(value)
+            compile_safe(value)
         except GoRegexpError as exc:
             message = f"HostSNIRegexp: invalid regexp {value!r}: {exc}"
             raise RuleSyntaxError(message, column) from None
@@ -241,7 +243,7 @@ def _leaf(matcher: Matcher) -> TCPMatch:
 
         return exact
     if matcher.name == "HostSNIRegexp":
-        search = compile_go(value).search
+        search = compile_safe(value).search
         return lambda sni, client_ip, alpn: search(sni.lower() if sni else "") is not None
     if matcher.name == "ALPN":
         return lambda sni, client_ip, alpn: value in alpn

@@ -73,6 +73,28 @@ def bind_socket(address: str, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def bind_udp_socket(address: str, *, reuse_port: bool) -> socket.socket:
+    """A bound UDP socket for ``address`` (``[host]:port``); dual-stack when the host is empty.
+
+    With ``reuse_port`` the kernel spreads clients over the workers' sockets
+    by address hash, so each client's datagrams keep reaching one worker.
+    """
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if (not host or ":" in host) and socket.has_ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if not host else 1)
+        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class EntryPointRuntime:
     """One HTTP entry point: listener, live connections and routing state."""
 
@@ -99,9 +121,14 @@ class EntryPointRuntime:
         # Set TCP_NODELAY per connection: uvloop does it already, asyncio's
         # own loop does not for servers made from a socket.
         self.set_nodelay = False
+        # The entry point's listening socket, kept open for the process's life
+        # when the gateway hands its accepts to a TCP entry (``detach``).
+        self.listen_socket: socket.socket | None = None
 
     @property
     def bound_port(self) -> int:
+        if self.listen_socket is not None:
+            return int(self.listen_socket.getsockname()[1])
         assert self.server is not None and self.server.sockets
         return int(self.server.sockets[0].getsockname()[1])
 
@@ -121,6 +148,23 @@ class EntryPointRuntime:
             self.settings.port = str(self.bound_port).encode()
             self.port = self.settings.port
         self._sweeper = loop.create_task(self._sweep_forever())
+
+    def start_sweeper(self) -> None:
+        """Run timeouts for connections handed over by a TCP entry (``adopt``)."""
+        loop = asyncio.get_running_loop()
+        self.set_nodelay = not type(loop).__module__.startswith("uvloop")
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep_forever())
+
+    async def adopt(self, sock: socket.socket, peer: tuple[str, int] | None = None) -> None:
+        """Serve HTTP on a connection a TCP entry accepted (and peeked at, not read).
+
+        ``peer`` is the client a PROXY protocol header named, if any.
+        """
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(
+            lambda: ClientConnection(self, peer), sock, ssl=self.ssl_context
+        )
 
     async def reopen(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         """Serve a new listening socket with TLS switched on or off.

@@ -23,6 +23,9 @@ from ``middleware.contract.Request``, with Traefik v3's semantics (see
 * ``method``, ``client_ip``: as given; ``client_ip`` should be the peer
   address (Traefik's ``ClientIP`` ignores X-Forwarded-For). IPv4-mapped IPv6
   peers match IPv4 ranges, as Go's ``IPNet.Contains`` does.
+
+Regexp matchers run ``gateway.config.safe_regexp`` patterns: linear time in
+the client's input, as Traefik's RE2-based ones are.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import re
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote_plus
 
-from gateway.config.go_regexp import compile_go
-from gateway.config.rule import And, Expr, Matcher, Not
+from gateway.config.go_regexp import GoRegexpError
+from gateway.config.rule import And, Expr, Matcher, Not, RuleSyntaxError
+from gateway.config.safe_regexp import compile_safe
 from middleware.contract import Request
 
 __all__ = [
@@ -60,7 +64,13 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 def compile_rule(expr: Expr) -> Predicate:
     """The predicate a request must satisfy to match ``expr``."""
     if isinstance(expr, Matcher):
-        return _BUILDERS[expr.name](*expr.args)
+        try:
+            return _BUILDERS[expr.name](*expr.args)
+        except GoRegexpError as exc:
+            # The rule parser validates with compile_go; RE2 also refuses what
+            # Go refuses (a{1001}): report it as the rule error it is.
+            message = f"{expr.name}: invalid regexp {expr.args[-1]!r}: {exc}"
+            raise RuleSyntaxError(message, expr.column) from None
     if isinstance(expr, Not):
         inner = compile_rule(expr.expr)
         return lambda request: not inner(request)
@@ -119,7 +129,7 @@ def _host(value: str) -> Predicate:
 
 
 def _host_regexp(pattern: str) -> Predicate:
-    search = compile_go(pattern).search
+    search = compile_safe(pattern).search
     return lambda request: search(request.host) is not None
 
 
@@ -166,7 +176,7 @@ def _path_prefix(value: str) -> Predicate:
 
 
 def _path_regexp(pattern: str) -> Predicate:
-    search = compile_go(pattern).search
+    search = compile_safe(pattern).search
 
     def path_regexp(request: Request) -> bool:
         path = request.path
@@ -192,7 +202,7 @@ def _header(name: str, value: str) -> Predicate:
 def _header_regexp(name: str, pattern: str) -> Predicate:
     key = name.lower().encode("ascii")
     size = len(key)
-    search = compile_go(pattern).search
+    search = compile_safe(pattern).search
 
     def header_regexp(request: Request) -> bool:
         for k, v in request.headers.raw:
@@ -228,7 +238,7 @@ def _query(key: str, value: str = "") -> Predicate:
 def _query_regexp(key: str, pattern: str | None = None) -> Predicate:
     if pattern is None:
         return _query(key)
-    search = compile_go(pattern).search
+    search = compile_safe(pattern).search
 
     def query_regexp(request: Request) -> bool:
         found = query_values(request.query).get(key, ()) if request.query else ()

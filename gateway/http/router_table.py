@@ -196,6 +196,10 @@ class RouterTable(Generic[T]):
                 return route
         return None
 
+    def has_host(self, host: str) -> bool:
+        """Whether some route names ``host`` (exactly or by wildcard), not only host-less ones."""
+        return host in self._own or self._wildcards(host)[0] is not None
+
     def candidates(self, host: str) -> tuple[Route[T], ...]:
         """The routes ``match`` tries, in order, for a request to ``host``."""
         entries = self._merged.get(host)

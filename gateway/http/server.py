@@ -105,8 +105,10 @@ class RejectRequest(Exception):
 class ClientConnection(asyncio.Protocol):
     """One downstream connection on an HTTP entry point."""
 
-    def __init__(self, entry: EntryPointRuntime) -> None:
+    def __init__(self, entry: EntryPointRuntime, peer: tuple[str, int] | None = None) -> None:
         self.entry = entry
+        # The client as a PROXY protocol header named it, else the socket's peer.
+        self.peer = peer
         self.settings = entry.settings
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -171,7 +173,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
+        peer = self.peer or transport.get_extra_info("peername")
         if self.entry.set_nodelay:
             # The standard loop leaves Nagle on for servers made from a socket
             # (uvloop does not): pipelined answers would wait for delayed ACKs.

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -65,6 +66,9 @@ class RelaySettings:
     termination_delay: float | None = None
     # Write-buffer high-water mark per transport; the low mark is a quarter of it.
     write_buffer_high: int = 64 * 1024
+    # Dial the server with TLS (a TCP server with ``tls: true``).
+    tls: ssl.SSLContext | None = None
+    server_hostname: str | None = None
 
 
 DEFAULT_SETTINGS = RelaySettings()
@@ -233,7 +237,17 @@ class Relay:
         cancelled = False
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
-                await loop.create_connection(lambda: self._server, host, port)
+                settings = self.settings
+                if settings.tls is None:
+                    await loop.create_connection(lambda: self._server, host, port)
+                else:
+                    await loop.create_connection(
+                        lambda: self._server,
+                        host,
+                        port,
+                        ssl=settings.tls,
+                        server_hostname=settings.server_hostname or host,
+                    )
         except asyncio.CancelledError:
             # close() during the dial (the reason is set), or the loop is
             # shutting down: either way nobody waits for this task.

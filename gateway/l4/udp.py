@@ -121,6 +121,8 @@ class UDPEntry(asyncio.DatagramProtocol):
         name: str = "",
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         on_session_end: Callable[[SessionRecord], None] | None = None,
+        on_reject: Callable[[Target, Rejection], None] | None = None,
+        on_session_open: Callable[[Target], None] | None = None,
     ) -> None:
         if idle_timeout <= 0:
             raise ValueError("udp.timeout: must be positive")
@@ -128,6 +130,9 @@ class UDPEntry(asyncio.DatagramProtocol):
         self.name = name
         self.idle_timeout = idle_timeout
         self.on_session_end = on_session_end
+        # Told of every refused datagram (metrics); must not raise.
+        self.on_reject = on_reject
+        self.on_session_open = on_session_open
         self.tick = 0
         self.transport: asyncio.DatagramTransport | None = None
         # Sends to a client from the entry point's socket; set once started.
@@ -187,7 +192,7 @@ class UDPEntry(asyncio.DatagramProtocol):
             rejection = admit(session.info, len(data))
             if rejection is not None:
                 session.rejected += 1
-                self._reject(rejection)
+                self._reject(rejection, session.target)
                 return
         upstream = session.upstream
         if upstream is None and not session.hold(data):
@@ -199,9 +204,12 @@ class UDPEntry(asyncio.DatagramProtocol):
         if upstream is not None:
             upstream.sendto(data)
 
-    def _reject(self, rejection: Rejection) -> None:
+    def _reject(self, rejection: Rejection, target: Target) -> None:
         self._rejected += 1
         self._rejections[rejection] = self._rejections.get(rejection, 0) + 1
+        callback = self.on_reject
+        if callback is not None:
+            callback(target, rejection)
 
     def _open(self, data: bytes, addr: Any) -> None:
         ip: str = addr[0]
@@ -229,7 +237,7 @@ class UDPEntry(asyncio.DatagramProtocol):
             if rejection is not None:
                 # No session for a refused client: a flood of forged sources
                 # leaves no state behind.
-                self._reject(rejection)
+                self._reject(rejection, target)
                 return
         server = target.pick()
         if server is None:
@@ -238,6 +246,8 @@ class UDPEntry(asyncio.DatagramProtocol):
         session = Session(self, addr, info, target, server)
         self._sessions[addr] = session
         self._opened += 1
+        if self.on_session_open is not None:
+            self.on_session_open(target)
         session.hold(data)
         session.datagrams_in = 1
         session.bytes_in = len(data)
