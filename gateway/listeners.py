@@ -77,8 +77,10 @@ class TCPListener:
     async def drain(self, grace: float) -> None:
         """Stop accepting, let both acceptors' connections finish for ``grace`` seconds."""
         self.tcp.stop_accepting()
-        await asyncio.gather(self.http.drain(grace), self.tcp.drain(grace))
+        self.http.stop_accepting()
+        # Closing the last descriptor closes the port: new connections are refused.
         self.sock.close()
+        await asyncio.gather(self.http.drain(grace), self.tcp.drain(grace))
 
 
 def _set_tls(http: EntryPointRuntime, ssl_context: ssl.SSLContext | None) -> None:

@@ -1,4 +1,4 @@
-"""Go's ``Regexp.ReplaceAllString``, on patterns from ``compile_go``.
+"""Go's ``Regexp.ReplaceAllString``, on patterns from ``compile_safe``.
 
 Owns the replacement loop and the ``$`` template expansion (``Regexp.Expand``)
 that ``replacePathRegex``, ``redirectRegex`` and ``redirectScheme`` use.
@@ -9,11 +9,13 @@ Invariants:
   joins literals and groups.
 * Matches are replaced where Go's loop replaces them: an empty match right
   after a previous match is left alone, where ``re.sub`` would replace it.
+* The loop searches one prepared text (``SafePattern.searcher``), so a
+  replacement costs time linear in the text on either engine.
 """
 
 from __future__ import annotations
 
-import re
+from gateway.config.safe_regexp import SafeMatch, SafePattern
 
 
 class GoReplace:
@@ -27,22 +29,22 @@ class GoReplace:
 
     __slots__ = ("pattern", "parts")
 
-    def __init__(self, pattern: re.Pattern[str], template: str) -> None:
+    def __init__(self, pattern: SafePattern, template: str) -> None:
         self.pattern = pattern
         self.parts = _parse_template(template, pattern)
 
-    def expand(self, match: re.Match[str]) -> str:
+    def expand(self, match: SafeMatch) -> str:
         return "".join(p if isinstance(p, str) else (match.group(p) or "") for p in self.parts)
 
     def replace_all(self, src: str) -> str:
         # Go's loop, not re.sub: an empty match right after a match is not
         # replaced (Python >= 3.7 replaces it: "x*" on "abxd" differs).
-        search = self.pattern.search
+        search = self.pattern.searcher(src)
         out: list[str] = []
         last = pos = 0
         end = len(src)
         while pos <= end:
-            match = search(src, pos)
+            match = search(pos)
             if match is None:
                 break
             start, stop = match.span()
@@ -55,7 +57,7 @@ class GoReplace:
         return "".join(out)
 
 
-def _parse_template(template: str, pattern: re.Pattern[str]) -> tuple[str | int, ...]:
+def _parse_template(template: str, pattern: SafePattern) -> tuple[str | int, ...]:
     parts: list[str | int] = []
     literal: list[str] = []
     i = 0
@@ -101,7 +103,7 @@ def _template_name(template: str, i: int) -> tuple[str | None, int]:
     return name, end
 
 
-def _group(name: str, pattern: re.Pattern[str]) -> int | None:
+def _group(name: str, pattern: SafePattern) -> int | None:
     if name.isascii() and name.isdigit() and (name == "0" or name[0] != "0"):
         number = int(name)
         return number if number <= pattern.groups else None

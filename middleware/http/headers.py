@@ -33,8 +33,8 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-from gateway.config.go_regexp import compile_go
 from gateway.config.model import empty_map, key, model
+from gateway.config.safe_regexp import compile_safe
 from middleware.contract import BuildContext, Filter, Handler, Headers, Request, Response
 
 Pairs = list[tuple[bytes, bytes]]
@@ -255,7 +255,7 @@ class _HeadersFilter(Filter):
         regexes = []
         for i, pattern in enumerate(o.access_control_allow_origin_list_regex):
             try:
-                regexes.append(compile_go(pattern))
+                regexes.append(compile_safe(pattern))
             except ValueError as exc:
                 raise ValueError(f"accessControlAllowOriginListRegex[{i}]: {exc}") from None
         self.origin_regexes = tuple(regexes)

@@ -10,7 +10,8 @@ Invariants:
   downstream and a prefix ``/a b`` strips ``/a%20b`` (Traefik PR #12863).
 * Strings here are "wire text": one character per byte (latin-1), as the
   server hands paths over. Regexes see the UTF-8 reading of those bytes, as
-  Go's do, so ``.`` matches one character of ``/café``.
+  Go's do, so ``.`` matches one character of ``/café``. They run in linear
+  time (``gateway.config.safe_regexp``), as Go's do.
 * ``X-Forwarded-Prefix`` and ``X-Replaced-Path`` are added (``Header.Add``),
   never set, as Traefik does: a client's own value stays in front of ours.
   Neither ever carries a control character decoded from ``%0A`` and the like;
@@ -25,8 +26,9 @@ import logging
 import re
 from urllib.parse import quote_from_bytes, unquote, unquote_to_bytes
 
-from gateway.config.go_regexp import GoRegexpError, compile_go
+from gateway.config.go_regexp import GoRegexpError
 from gateway.config.model import model
+from gateway.config.safe_regexp import SafePattern, compile_safe
 from middleware.contract import BuildContext, Filter, Handler, Headers, Request, Response
 from middleware.http.go_replace import GoReplace
 
@@ -106,9 +108,9 @@ def _leading_slash(path: str) -> str:
     return path if path.startswith("/") else "/" + path
 
 
-def _compile(pattern: str, key: str) -> re.Pattern[str]:
+def _compile(pattern: str, key: str) -> SafePattern:
     try:
-        return compile_go(pattern.strip())
+        return compile_safe(pattern.strip())
     except GoRegexpError as exc:
         raise ValueError(f"{key}: invalid regular expression {pattern!r}: {exc}") from None
 
@@ -197,7 +199,7 @@ class StripPrefixRegexOptions:
 class _StripPrefixRegex(Filter):
     __slots__ = ("expressions",)
 
-    def __init__(self, expressions: list[re.Pattern[str]]) -> None:
+    def __init__(self, expressions: list[SafePattern]) -> None:
         self.expressions = expressions
 
     def request(self, request: Request) -> None:

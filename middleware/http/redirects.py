@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import re
 
-from gateway.config.go_regexp import compile_go
 from gateway.config.model import model
+from gateway.config.safe_regexp import compile_safe
 from middleware.contract import BuildContext, Filter, Handler, Headers, Request, Response
 from middleware.http.go_replace import GoReplace
 from middleware.http.paths import from_go_text, go_text
 
-# Traefik's patterns, verbatim (Go syntax).
-_URI = compile_go(r"^(https?):\/\/(\[[\w:.]+\]|[\w\._-]+)?(:\d+)?(.*)$")
-_SCHEME_REDIRECT = compile_go(r"^(https?:\/\/)?(\[[\w:.]+\]|[\w\._-]+)?(:\d+)?(.*)$")
+# Traefik's patterns, verbatim (Go syntax); RE2 runs them, as they are not
+# provably linear for Python's re and read the client's target and Host.
+_URI = compile_safe(r"^(https?):\/\/(\[[\w:.]+\]|[\w\._-]+)?(:\d+)?(.*)$")
+_SCHEME_REDIRECT = compile_safe(r"^(https?:\/\/)?(\[[\w:.]+\]|[\w\._-]+)?(:\d+)?(.*)$")
 _SCHEME_SYNTAX = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 # Go's url.Parse refuses ASCII control characters; Traefik then answers 500.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -209,7 +210,7 @@ class RedirectRegex:
             # every two characters and splice the replacement in everywhere.
             raise ValueError("regex: cannot be empty")
         try:
-            pattern = compile_go(options.regex)
+            pattern = compile_safe(options.regex)
         except ValueError as exc:
             raise ValueError(
                 f"regex: invalid regular expression {options.regex!r}: {exc}"
