@@ -279,6 +279,8 @@ class TCPEntry:
                 chain.release(info)
             if relay.reason == "connect_failed":
                 server.refused()
+            elif server.ejected_until:
+                server.connected()
             if observer is not None:
                 observer.connection_count(self.name, -1)
                 observer.tcp_done(self.name, router, server, relay, info)
