@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sluice-setup
 KREL := $(shell uname -r)
-APT_PACKAGES := python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2 nginx haproxy wrk openssl curl
+APT_PACKAGES := python3-venv python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2 nginx libnginx-mod-stream haproxy wrk openssl curl
 
 .PHONY: setup system-packages kernel-headers bpffs run test lint bench clean
 
@@ -69,7 +69,7 @@ lint: setup
 
 bench: setup
 	@$(PY) -m pip install -q -e '.[bench]' 2>&1 | grep -v '^WARNING' || true
-	$(PY) bench/http.py; s=$$?; $(PY) bench/scale.py || s=1; exit $$s
+	$(PY) bench/http.py; s=$$?; $(PY) bench/scale.py || s=1; $(PY) bench/l4.py || s=1; exit $$s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -253,7 +253,7 @@ class TCPEntry:
             conn.close()
             return
         try:
-            transport = await self._adopt(conn, router)
+            transport, waiting = await self._adopt(conn, router)
         except BaseException:
             if chain is not None:
                 chain.release(info)
@@ -295,18 +295,22 @@ class TCPEntry:
         relay = start_relay(
             transport,
             (server.host, server.port),
+            initial_data=b"".join(waiting.early),
+            client_eof=waiting.eof,
             proxy_header=header,
             settings=settings,
             on_done=done,
         )
         self.relays.add(relay)
 
-    async def _adopt(self, conn: socket.socket, router: TCPRouterRuntime) -> asyncio.Transport:
+    async def _adopt(
+        self, conn: socket.socket, router: TCPRouterRuntime
+    ) -> tuple[asyncio.Transport, _Waiting]:
         """Wrap the socket in a transport, ending TLS here when the router terminates it."""
         loop = asyncio.get_running_loop()
         context = self.tls_context(router.tls_options) if router.tls == "terminate" else None
-        transport, _ = await loop.connect_accepted_socket(_Waiting, conn, ssl=context)
-        return transport
+        transport, waiting = await loop.connect_accepted_socket(_Waiting, conn, ssl=context)
+        return transport, waiting
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -323,10 +327,25 @@ class TCPEntry:
 
 
 class _Waiting(asyncio.Protocol):
-    """Holds an accepted connection, reading nothing, until ``start_relay`` takes it."""
+    """Holds an accepted connection until ``start_relay`` takes it.
+
+    Reading is paused at once, but uvloop may deliver a read it had already
+    started (and TLS may have decrypted one), so what arrives is kept for the relay.
+    """
+
+    def __init__(self) -> None:
+        self.early: list[bytes] = []
+        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         cast(asyncio.Transport, transport).pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
 
 
 def _client(addr: Any) -> tuple[str, int]:
