@@ -116,7 +116,7 @@ class SafePattern:
         engine: Engine,
         groups: int,
         groupindex: Mapping[str, int],
-        searches: tuple[Search, Search, Search],
+        searches: tuple[Search, ...],
     ) -> None:
         self.pattern = pattern
         self.engine: Engine = engine
@@ -146,15 +146,11 @@ def compile_safe(go_pattern: str, engine: Engine | None = None) -> SafePattern:
     if engine is None:
         engine = "re" if _linear(compiled.pattern) else "re2"
     if engine == "re":
-        searches: tuple[Search, Search, Search] = (
-            compiled.search,
-            compiled.match,
-            compiled.fullmatch,
-        )
+        searches: tuple[Search, ...] = (compiled.search, compiled.match, compiled.fullmatch)
         return SafePattern(go_pattern, "re", compiled.groups, compiled.groupindex, searches)
     names: dict[str, int] = regexp.groupindex
     match = regexp._regexp.Match  # the binding's one call that returns every span
-    searches = tuple(_Re2Search(match, anchor, names) for anchor in _ANCHORS)  # type: ignore[assignment]
+    searches = tuple(_Re2Search(match, anchor, names) for anchor in _ANCHORS)
     return SafePattern(go_pattern, "re2", regexp.groups, names, searches)
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config.rule import parse
+from gateway.config.rule import RuleSyntaxError, parse
 from gateway.http.matchers import compile_rule, query_values, routing_path
 from middleware.contract import Headers, Request
+from tests.backends import RecordingBackend, get, http_request
+from tests.harness import start_gateway
 
 
 def request(
@@ -192,3 +196,54 @@ def test_query_values() -> None:
         "c": ("A x",),
         "": ("e",),
     }
+
+
+def test_regexp_go_refuses_is_a_rule_error() -> None:
+    """A regexp RE2 (and Go) refuses fails the rule build as a RuleSyntaxError."""
+    with pytest.raises(RuleSyntaxError, match="invalid repetition size") as info:
+        compile_rule(parse("Host(`a.test`) && PathRegexp(`^/x{1001}`)"))
+    assert info.value.column == 19
+
+
+HOSTILE_RULES = [
+    ("PathRegexp(`^/api/(.*)/(.*)/(.*)/v1$`)", {"path": "/api/" + "a/" * 8192}, "path"),
+    ("HostRegexp(`^(.*)-(.*)-(.*)x$`)", {"host": "a-" * 8192}, "host"),
+    ("HeaderRegexp(`X-A`, `^(.*),(.*),(.*)x$`)", h(("X-A", "a," * 8192)), "header"),
+    ("QueryRegexp(`q`, `^(.*)&(.*)&(.*)x$`)", {"query": "q=" + "a%26" * 4096}, "query"),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "fields"), [(r, f) for r, f, _ in HOSTILE_RULES], ids=[i for *_, i in HOSTILE_RULES]
+)
+def test_regexp_matchers_are_linear_on_hostile_input(rule: str, fields: dict[str, Any]) -> None:
+    """Regexps that backtrack for hours in Python's re answer a 16 KiB value at once."""
+    assert compile_rule(parse(rule))(request(**fields)) is False
+
+
+async def test_hostile_path_does_not_stall_the_gateway(tmp_path: Path) -> None:
+    """A 16 KiB path against a catastrophic PathRegexp is answered, then a normal request."""
+    backend = await RecordingBackend().start()
+    dynamic = f"""
+http:
+  routers:
+    api:
+      rule: "PathRegexp(`^/api/(.*)/(.*)/(.*)/v1$`)"
+      service: app
+  services:
+    app:
+      loadBalancer:
+        servers:
+          - url: {backend.url}
+"""
+    gw = await start_gateway(tmp_path, dynamic)
+    try:
+        async with asyncio.timeout(5):
+            hostile = await http_request(gw.port(), get("app.test", "/api/" + "a/" * 8192))
+            normal = await http_request(gw.port(), get("app.test", "/api/a/b/c/v1"))
+        assert hostile.status in (200, 404)
+        assert normal.status == 200
+        assert backend.requests[-1].target == "/api/a/b/c/v1"
+    finally:
+        await gw.stop()
+        await backend.close()

@@ -416,3 +416,14 @@ async def test_invalid_options_are_rejected_at_load(tmp_path, options, message):
         assert "dynamic.yml:" in text and "http.middlewares.h" in text
         assert (await s.send(request())).status == 200
         assert s.backend.requests[-1].header("x-ok") == "1"
+
+
+async def test_catastrophic_origin_regex_answers_a_hostile_origin_at_once(tmp_path: Path) -> None:
+    """A 16 KiB Origin against a backtracking-prone origin regex is refused at once."""
+    options = "{accessControlAllowOriginListRegex: ['^https://(.*)\\.(.*)\\.(.*)x$']}"
+    async with site(tmp_path, options) as s:
+        async with asyncio.timeout(5):
+            hostile = await s.send(request("Origin: https://" + "a." * 8192 + "\r\n"))
+            normal = await s.send(request("Origin: https://a.b.cx\r\n"))
+        assert all_values(hostile, "access-control-allow-origin") == ["https://upstream.example"]
+        assert all_values(normal, "access-control-allow-origin") == ["https://a.b.cx"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,31 @@ async def test_invalid_options_rejected_at_load(
         assert f"dynamic.yml:{MW_LINE}: http.middlewares.mw" in text, text
         seen = await forwarded(gw, backend, "/x")
         assert seen.target == "/v1/x"
+
+
+HOSTILE_PATH = "/api/" + "a/" * 8192  # 19.6 s at 4 KB for a backtracking engine
+
+
+@pytest.mark.parametrize(
+    ("middleware", "rewritten", "prefix"),
+    [
+        (
+            'replacePathRegex: {regex: "^/api/(.*)/(.*)/(.*)/v1$", replacement: "/n/$1/$3"}',
+            "/n/a/c",
+            [],
+        ),
+        ('stripPrefixRegex: {regex: ["^/api/(.*)/(.*)/(.*)/v1"]}', "/", ["/api/a/b/c/v1"]),
+    ],
+    ids=["replace-path-regex", "strip-prefix-regex"],
+)
+async def test_catastrophic_regex_answers_a_hostile_path_at_once(
+    tmp_path: Path, middleware: str, rewritten: str, prefix: list[str]
+) -> None:
+    """A 16 KiB path against a backtracking-prone regex passes through, then rewrites go on."""
+    async with serving(tmp_path, middleware) as (gw, backend):
+        async with asyncio.timeout(5):
+            hostile = await forwarded(gw, backend, HOSTILE_PATH)
+            normal = await forwarded(gw, backend, "/api/a/b/c/v1")
+        assert hostile.target == HOSTILE_PATH
+        assert normal.target == rewritten
+        assert all_values(normal, "X-Forwarded-Prefix") == prefix

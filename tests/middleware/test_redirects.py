@@ -324,3 +324,18 @@ async def test_invalid_options_rejected_at_load(
         assert f"dynamic.yml:{MW_LINE}: http.middlewares.mw" in text, text
         reply = await http_request(gw.port(), request("GET", "/"), head_only=True)
         assert (reply.status, reply.header("location")) == (302, "https://app.test/")
+
+
+async def test_catastrophic_redirect_regex_answers_a_hostile_path_at_once(tmp_path: Path) -> None:
+    """A 16 KiB target against a backtracking-prone redirectRegex passes, then redirects go on."""
+    middleware = (
+        'redirectRegex: {regex: "^http://app.test/(.*)/(.*)/(.*)/v1$", '
+        'replacement: "http://new.test/$3"}'
+    )
+    async with serving(tmp_path, middleware) as (gw, backend):
+        async with asyncio.timeout(5):
+            hostile = await http_request(gw.port(), request("GET", "/api/" + "a/" * 8192))
+            normal = await http_request(gw.port(), request("GET", "/api/a/b/c/v1"))
+        assert hostile.status == 200
+        assert backend.requests[-1].target == "/api/" + "a/" * 8192
+        assert (normal.status, normal.header("location")) == (302, "http://new.test/c")
