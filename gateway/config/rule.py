@@ -62,8 +62,9 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from gateway.config.errors import suggestion
-from gateway.config.go_regexp import GoRegexpError, compile_go
+from gateway.config.go_regexp import GoRegexpError
 from gateway.config.rule_lexer import RuleSyntaxError, Token, describe, quote, tokens
+from gateway.config.safe_regexp import compile_safe
 
 __all__ = [
     "HTTP",
@@ -315,7 +316,7 @@ def _check(name: str, args: list[str], columns: list[int]) -> None:
         raise RuleSyntaxError("HostRegexp: non-ASCII characters are not allowed", column)
     if name.endswith("Regexp") and (name != "QueryRegexp" or len(args) == 2):
         try:
-            compile_go(value)
+            compile_safe(value)
         except GoRegexpError as exc:
             raise RuleSyntaxError(f"{name}: invalid regexp {value!r}: {exc}", column) from None
 

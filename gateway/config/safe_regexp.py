@@ -19,22 +19,24 @@ a pattern loads never depends on the choice below. Then it runs on:
     groups, alternation and repeats: no back-references or look-around;
   - at most one unbounded repeat (``*``, ``+``, ``{n,}``), whose body is one
     character (a class, literal or ``.``) and which is inside no other repeat;
-  - and then, with ``fan`` the number of ways the rest of the pattern can
-    match at one position (alternatives add; a bounded repeat ``{m,n}`` of a
-    body with ``f`` ways multiplies by ``(n-m+1)*f**n``) and ``width`` the
-    characters those bounded parts can consume, ``fan * (width + 1)`` must be
-    at most ``SCAN_BUDGET``, or ``ANCHORED_BUDGET`` for a pattern anchored at
-    the start (``^`` without ``(?m)``, or ``\\A``) with no unbounded repeat.
-    Each search then costs at most that many steps per input character (per
-    search for the anchored kind), however the client picks the input;
+  - and then, with ``fan`` the number of ways the pattern can match at one
+    position, the unbounded repeat aside (alternatives add; a bounded repeat
+    ``{m,n}`` of a body with ``f`` ways multiplies by ``(n-m+1)*f**n``) and
+    ``width`` the characters its bounded parts can consume, ``fan * (width +
+    1)`` must be at most ``SCAN_BUDGET``, or ``ANCHORED_BUDGET`` for a
+    pattern anchored at the start (``^`` without ``(?m)``, or ``\\A``) with
+    no unbounded repeat. Every start position, and every length the one
+    unbounded repeat gives back, then costs at most that many steps, so a
+    search is linear in the input (constant, for the anchored kind);
   - an unanchored pattern may hold its unbounded repeat only as its very
     last item, with a minimum of 0 or 1: ``re`` retries every start
     position, so ``[0-9]+/`` unanchored is quadratic (0.2 s on 16 KB of
     digits) while ``/v[0-9]+`` stops at its first match.
 
-* RE2 (``google-re2``) otherwise, compiled from the Go source, which RE2
-  reads natively (Go's ``regexp/syntax`` is its port): ``\\z``, ``(?i)``
-  mid-pattern, ``[[:alpha:]]`` and ``\\Q..\\E`` mean what they mean in Go.
+* RE2 (``google-re2``, 1-2 us per search) otherwise, compiled from the Go
+  source, which RE2 reads natively (Go's ``regexp`` is a port of RE2):
+  ``\\z``, ``(?i)`` mid-pattern, ``[[:alpha:]]`` and ``\\Q..\\E`` mean what
+  they mean in Go.
   Text is handed over as UTF-8; lone surrogates (bytes that were not UTF-8,
   decoded with ``surrogateescape``) become U+FFFD, one character each, as Go
   reads an invalid byte, so offsets and groups index the caller's string.

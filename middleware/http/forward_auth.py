@@ -45,8 +45,8 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from yarl import URL
 
-from gateway.config.go_regexp import compile_go
 from gateway.config.model import model
+from gateway.config.safe_regexp import compile_safe
 from middleware.contract import BodyTooLarge, BuildContext, Filter, Handler, Request, Response
 from middleware.http.client_tls import client_context
 from middleware.http.http_client import read_limited
@@ -171,7 +171,7 @@ class _Auth:
         self.regex = None
         if options.auth_response_headers_regex:
             try:
-                self.regex = compile_go(options.auth_response_headers_regex)
+                self.regex = compile_safe(options.auth_response_headers_regex)
             except ValueError as exc:
                 raise ValueError(f"authResponseHeadersRegex: {exc}") from None
         self.cookie_names = frozenset(
