@@ -309,7 +309,9 @@ class TCPEntry:
         """Wrap the socket in a transport, ending TLS here when the router terminates it."""
         loop = asyncio.get_running_loop()
         context = self.tls_context(router.tls_options) if router.tls == "terminate" else None
-        transport, waiting = await loop.connect_accepted_socket(_Waiting, conn, ssl=context)
+        # The instance, not the returned protocol: with TLS, uvloop returns its SSL layer.
+        waiting = _Waiting()
+        transport, _ = await loop.connect_accepted_socket(lambda: waiting, conn, ssl=context)
         return transport, waiting
 
     # -- shutdown ----------------------------------------------------------------------
