@@ -45,6 +45,7 @@ from gateway.l4.compile import L4Compiled, L4Compiler
 from gateway.l4.tcp_entry import TCPEntry, TCPEntrySettings
 from gateway.l4.tcp_routing import TCPRoutes, TCPServer
 from gateway.l4.udp import UDPEntry
+from gateway.l4.udp_session import ENTRY_BUFFER, enlarge_buffers
 from gateway.listeners import TCPListener
 from gateway.metrics import Metrics
 from gateway.middleware_context import MiddlewareResources
@@ -377,8 +378,9 @@ class Gateway:
             on_reject=lambda target, rejection: observer.udp_rejected(name, target, rejection),
             on_session_open=lambda target: observer.udp_session_opened(name, target),
         )
-        await entry.start(bind_udp_socket(ep.listen_address, reuse_port=self.reuse_port
-                                          or ep.reuse_port))
+        sock = bind_udp_socket(ep.listen_address, reuse_port=self.reuse_port or ep.reuse_port)
+        enlarge_buffers(sock, ENTRY_BUFFER)
+        await entry.start(sock)
         self.udp_entry_points[name] = entry
         log.info("entry point %s listening on %s", name, ep.address)
 

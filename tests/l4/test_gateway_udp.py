@@ -9,12 +9,15 @@ leave from the entry point's socket. Servers answer ``name|datagram``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
 from pathlib import Path
 
 import pytest
 
-from tests.l4.gateway_support import ask, lb, scene, static_text, until_metric
+from gateway.l4.udp_session import enlarge_buffers
+from tests.l4.gateway_support import ask, lb, poll, scene, static_text, until_metric
 
 UDP_ONLY = static_text(tcp=(), udp=("udp",))
 
@@ -125,3 +128,61 @@ async def test_idle_session_ends_and_the_next_datagram_opens_another(tmp_path: P
 
         assert await ask(c, b"\x00\x02two") == b"a|\x00\x02two"
         await until_metric(s.metrics, "sluice_udp_sessions_total", 2, **labels)
+
+
+class Burst(asyncio.DatagramProtocol):
+    """Counts datagrams; on ``go:<n>`` answers with ``n`` datagrams in one go."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        enlarge_buffers(transport.get_extra_info("socket"), 16 << 20)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data.startswith(b"go:"):
+            assert self.transport is not None
+            for i in range(int(data[3:])):
+                self.transport.sendto(i.to_bytes(4, "big") + PAYLOAD, addr)
+        else:
+            self.count += 1
+
+
+PAYLOAD = bytes(1196)
+BURST = 1500
+
+
+async def test_a_burst_of_datagrams_crosses_without_loss(tmp_path: Path) -> None:
+    """1,500 datagrams sent back to back each way all arrive: the gateway's buffers hold a burst."""
+    async with scene(tmp_path) as s:
+        loop = asyncio.get_running_loop()
+        server_transport, server = await loop.create_datagram_endpoint(
+            Burst, local_addr=("127.0.0.1", 0)
+        )
+        s.stack.callback(server_transport.close)
+        gw = await s.gateway(dns_route(server_transport.get_extra_info("sockname")[1]), UDP_ONLY)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.stack.callback(client.close)
+        enlarge_buffers(client, 16 << 20)
+        client.connect(("127.0.0.1", gw.udp_port("udp")))
+        # Sent while the gateway's loop cannot run: all of it waits in its socket.
+        for i in range(BURST):
+            client.send(i.to_bytes(4, "big") + PAYLOAD)
+        await poll(lambda: server.count == BURST, lambda: f"server got {server.count}/{BURST}")
+        client.setblocking(False)
+        client.send(f"go:{BURST}".encode())
+        got = 0
+
+        def received() -> bool:
+            nonlocal got
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    client.recv(2048)
+                    got += 1
+            return got == BURST
+
+        await poll(received, lambda: f"client got {got}/{BURST}")
+        stats = gw.gateway.udp_entry_points["udp"].stats()
+        assert (stats.dropped, stats.datagrams_in, stats.datagrams_out) == (0, BURST + 1, BURST)
