@@ -222,6 +222,8 @@ class Gateway:
             now = time.monotonic()
             for (service, url), server in compiled.servers.items():
                 self.metrics.set_server_up(service, url, server.available(now))
+            for (service, address), tcp_server in l4.servers.items():
+                self.metrics.set_server_up(service, address, tcp_server.healthy)
         for task in self._health_tasks:
             task.cancel()
         self._health_tasks = []
