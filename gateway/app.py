@@ -135,7 +135,11 @@ class Gateway:
     def apply_merged(
         self, merged: DynamicConfig, *, provider: str = "", snapshot: DynamicConfig | None = None
     ) -> bool:
-        errors = validate(merged, entry_points=self.tcp_entry_point_names())
+        errors = validate(
+            merged,
+            entry_points=self.tcp_entry_point_names(),
+            udp_entry_points=[n for n, p in self.protocols().items() if p == "udp"],
+        )
         l4_config, l4_errors = check_l4(merged, entry_points=self.protocols())
         errors += l4_errors
         if errors or l4_config is None:

@@ -235,7 +235,11 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
             paths = FileProvider(fp, base_dir=base).paths()
             merged = merge({"file": load_dynamic_paths(paths)})
             protocols = {n: ep.protocol for n, ep in static.entry_points.items()}
-            errors = validate(merged, entry_points=[n for n, p in protocols.items() if p == "tcp"])
+            errors = validate(
+                merged,
+                entry_points=[n for n, p in protocols.items() if p == "tcp"],
+                udp_entry_points=[n for n, p in protocols.items() if p == "udp"],
+            )
             l4_config, l4_errors = check_l4(merged, entry_points=protocols)
             errors += l4_errors
             if not errors and l4_config is not None:

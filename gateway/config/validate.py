@@ -22,9 +22,19 @@ from gateway.config.rule import RuleSyntaxError, parse
 _SCHEMES = ("http", "https", "h2c")
 
 
-def validate(config: DynamicConfig, *, entry_points: Collection[str]) -> list[ConfigError]:
-    """Every cross-reference and range problem in ``config``, in file order."""
+def validate(
+    config: DynamicConfig,
+    *,
+    entry_points: Collection[str],
+    udp_entry_points: Collection[str] = (),
+) -> list[ConfigError]:
+    """Every cross-reference and range problem in ``config``, in file order.
+
+    ``entry_points`` are the TCP entry points HTTP routers may use; naming one
+    of ``udp_entry_points`` gets an error saying so.
+    """
     checker = _Checker(config, entry_points)
+    checker.udp_entry_points = udp_entry_points
     # Parsing every rule allocates an AST per router.
     with collection_paused():
         checker.routers()
@@ -36,6 +46,7 @@ class _Checker:
     def __init__(self, config: DynamicConfig, entry_points: Collection[str]) -> None:
         self.config = config
         self.entry_points = entry_points
+        self.udp_entry_points: Collection[str] = ()
         self.errors: list[ConfigError] = []
 
     def fail(self, path: str, message: str) -> None:
@@ -69,7 +80,13 @@ class _Checker:
                         f"{base}.middlewares[{i}]", "middleware", middleware, http.middlewares
                     )
             for i, entry_point in enumerate(router.entry_points):
-                if entry_point not in self.entry_points:
+                if entry_point in self.udp_entry_points:
+                    self.fail(
+                        f"{base}.entryPoints[{i}]",
+                        f'entry point "{entry_point}" is a UDP entry point; '
+                        "HTTP routers need a TCP one",
+                    )
+                elif entry_point not in self.entry_points:
                     self.unknown(
                         f"{base}.entryPoints[{i}]", "entry point", entry_point, self.entry_points
                     )

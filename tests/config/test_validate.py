@@ -261,3 +261,16 @@ def test_errors_without_recorded_origin_use_the_nearest_one() -> None:
     config = DynamicConfig(http=config.http, tls=config.tls, origins=trimmed)
     errors = validate(config, entry_points=ENTRY_POINTS)
     assert errors[0].origin == Origin("d.yaml", 6)
+
+
+def test_http_router_on_a_udp_entry_point_is_an_error() -> None:
+    """An HTTP router naming a UDP entry point is told so, at its line."""
+    config = merged(services("", "service: s\n      entryPoints: [dns]"))
+    errors = validate(config, entry_points=ENTRY_POINTS, udp_entry_points={"dns"})
+    assert [(e.path, e.message, e.origin.line if e.origin else 0) for e in errors] == [
+        (
+            "http.routers.r@file.entryPoints[0]",
+            'entry point "dns" is a UDP entry point; HTTP routers need a TCP one',
+            6,
+        )
+    ]
