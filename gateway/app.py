@@ -268,10 +268,7 @@ class Gateway:
         return self.l4 is not None and bool(self.l4.tcp.get(name))
 
     def _tcp_server_changed(self, server: TCPServer, up: bool) -> None:
-        log.warning(
-            "tcp service %s: server %s is %s", server.service, server.address,
-            "up" if up else "down",
-        )
+        # The checker has logged the change and its reason.
         if self.metrics is not None:
             self.metrics.set_server_up(server.service, server.address, up)
 

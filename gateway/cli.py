@@ -251,6 +251,10 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
                 if compiled.context is not None:
                     compiled.context.close()
                 L4Compiler(static).compile(merged, l4_config)
+                if merged.tls.certificates:
+                    from gateway.http.tls import build_server_tls
+
+                    build_server_tls(merged.tls)  # reads the certificate files, as run does
     except ConfigError as exc:
         errors = [exc]
     for error in errors:

@@ -136,6 +136,30 @@ BROKEN = {
         flags=("--entryPoints.web.address=nowhere",),
         expect=r"<command line>: entryPoints\.web\.address: invalid address \"nowhere\"",
     ),
+    "missing-certificate-file": Broken(
+        static="",
+        dynamic="tls:\n  certificates:\n    - certFile: /nonexistent/a.crt\n"
+        "      keyFile: /nonexistent/a.key\n",
+        flags=(),
+        expect=r"/nonexistent/a\.(crt|key)",
+    ),
+    "tcp-router-unknown-service": Broken(
+        static="",
+        dynamic="tcp:\n  routers:\n    db:\n      rule: HostSNI(`*`)\n      service: nodb\n",
+        flags=(),
+        expect=r'dynamic\.yml:5: tcp\.routers\.db(@file)?\.service: unknown .*"nodb',
+    ),
+    "udp-entry-point-for-http": Broken(
+        static='entryPoints:\n  web:\n    address: "127.0.0.1:0/udp"\n'
+        "providers:\n  file:\n    filename: dynamic.yml\n",
+        dynamic=DYNAMIC.format(
+            rule="Host(`app.test`)\n      entryPoints: [web]", service="app",
+            url="http://127.0.0.1:1",
+        ),
+        flags=(),
+        expect=r'dynamic\.yml:5: http\.routers\.app(@file)?\.entryPoints\[0\]: '
+        r'entry point "web" is a UDP entry point',
+    ),
     "unknown-flag": Broken(
         static="",
         dynamic="",

@@ -125,7 +125,10 @@ class _End(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.relay._eof(self)
-        return True  # keep the transport open: the other direction may still flow
+        # Keep the transport open: the other direction may still flow. A TLS
+        # transport cannot stay half-open (asyncio warns if asked to).
+        transport = self.transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def pause_writing(self) -> None:
         peer = self.peer
@@ -260,6 +263,12 @@ class Relay:
         elif cancelled:
             self._finish("shutdown", None, None, "abort")
         if self.reason is not None:
+            dialled = self._server
+            if dialled.transport is not None and dialled.transport.is_closing():
+                # The dial completed as the relay ended: connection_made saw the
+                # reason and aborted, and uvloop reports no loss for a transport
+                # aborted there (asyncio does; a late report is harmless).
+                dialled.lost = True
             self._maybe_done()
             return
         server = self._server.transport

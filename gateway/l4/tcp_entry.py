@@ -258,6 +258,10 @@ class TCPEntry:
             if chain is not None:
                 chain.release(info)
             raise
+        if waiting.lost:
+            if chain is not None:
+                chain.release(info)
+            return
         header = b""
         if server.proxy_version:
             local = transport.get_extra_info("sockname")
@@ -338,8 +342,11 @@ class _Waiting(asyncio.Protocol):
     def __init__(self) -> None:
         self.early: list[bytes] = []
         self.eof = False
+        self.lost = False
+        self.tls = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tls = transport.get_extra_info("sslcontext") is not None
         cast(asyncio.Transport, transport).pause_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -347,7 +354,13 @@ class _Waiting(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        return True
+        # A TLS transport cannot stay half-open (asyncio warns if asked to).
+        return not self.tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Gone before the relay took it (a client that closes right after the
+        # TLS handshake): the relay must not wait for a loss already reported.
+        self.lost = True
 
 
 def _client(addr: Any) -> tuple[str, int]:

@@ -25,16 +25,19 @@ Invariants:
   opens a new one, which may pick another server.
 - Every session that opened ends exactly once, and ``on_session_end`` hears
   of it, with its counters, for the access log.
-- While the server socket opens, datagrams wait (up to
-  ``udp_session._HOLD_LIMIT`` bytes, above the kernel's default receive
-  buffer in front of them) and go out in order. Past that, or when the
-  kernel refuses a send, they are dropped and counted. Counters live on the
-  session and are summed on read.
+- A new session's server socket is connected at once (an IP host; UDP
+  connect is local) and datagrams go out on it before asyncio wraps it, so
+  a burst from a new client is not queued in Python. For a host name the
+  datagrams wait for the lookup (up to ``udp_session._HOLD_LIMIT`` bytes)
+  and go out in order. Past that, or when the kernel refuses a send, they
+  are dropped and counted. Counters live on the session and are summed on
+  read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -195,7 +198,7 @@ class UDPEntry(asyncio.DatagramProtocol):
                 self._reject(rejection, session.target)
                 return
         upstream = session.upstream
-        if upstream is None and not session.hold(data):
+        if upstream is None and not session.send_early(data):
             self._dropped += 1
             return
         session.tick = self.tick
@@ -248,7 +251,9 @@ class UDPEntry(asyncio.DatagramProtocol):
         self._opened += 1
         if self.on_session_open is not None:
             self.on_session_open(target)
-        session.hold(data)
+        session.raw = _connected_socket(server)
+        if not session.send_early(data):
+            self._dropped += 1
         session.datagrams_in = 1
         session.bytes_in = len(data)
         task = asyncio.get_running_loop().create_task(self._connect(session))
@@ -260,7 +265,10 @@ class UDPEntry(asyncio.DatagramProtocol):
     async def _connect(self, session: Session) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_datagram_endpoint(lambda: session, remote_addr=session.server)
+            if session.raw is not None:
+                await loop.create_datagram_endpoint(lambda: session, sock=session.raw)
+            else:
+                await loop.create_datagram_endpoint(lambda: session, remote_addr=session.server)
         except OSError as exc:
             self._end(session, "error", exc)
 
@@ -274,6 +282,9 @@ class UDPEntry(asyncio.DatagramProtocol):
         upstream = session.upstream
         if upstream is not None:
             upstream.close()
+        elif session.raw is not None:
+            session.raw.close()  # never wrapped: nobody else will close it
+            session.raw = None
         session.held = None
         ended = self._ended
         ended[0] += session.datagrams_in
@@ -366,6 +377,29 @@ class UDPEntry(asyncio.DatagramProtocol):
             task.cancel()
         for session in list(self._sessions.values()):
             self._end(session, "shutdown")
+
+
+def _connected_socket(server: Address) -> socket.socket | None:
+    """A UDP socket connected to ``server`` now, when its host is an IP address.
+
+    Connecting a UDP socket is a local operation, so the session can send on
+    it at once, before asyncio has wrapped it: a burst from a new client goes
+    straight to the server instead of queueing in Python. A host name needs a
+    lookup, and takes the asynchronous path (``Session.hold``).
+    """
+    host = server[0]
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(server)
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _unstarted(data: bytes, addr: Any) -> None:

@@ -100,6 +100,7 @@ class Session(asyncio.DatagramProtocol):
         "admit",
         "server",
         "upstream",
+        "raw",
         "held",
         "held_bytes",
         "tick",
@@ -124,6 +125,8 @@ class Session(asyncio.DatagramProtocol):
         self.admit = target.admit
         self.server = server
         self.upstream: asyncio.DatagramTransport | None = None
+        # The server socket, connected but not yet wrapped by asyncio (IP hosts only).
+        self.raw: socket.socket | None = None
         self.held: list[bytes] | None = []
         self.held_bytes = 0
         self.tick = entry.tick
@@ -143,6 +146,7 @@ class Session(asyncio.DatagramProtocol):
             return
         upstream: asyncio.DatagramTransport = transport  # type: ignore[assignment]
         self.upstream = upstream
+        self.raw = None  # the transport owns the socket now
         sock = transport.get_extra_info("socket")
         if sock is not None:
             enlarge_buffers(sock, SESSION_BUFFER)
@@ -168,6 +172,17 @@ class Session(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
             self.entry._end(self, "error", exc or ConnectionResetError("server socket closed"))
+
+    def send_early(self, data: bytes) -> bool:
+        """Forward ``data`` before the transport exists: on the raw socket, else held."""
+        raw = self.raw
+        if raw is None:
+            return self.hold(data)
+        try:
+            raw.send(data)
+        except OSError:  # a full buffer, or ICMP unreachable reported on this send
+            return False
+        return True
 
     def hold(self, data: bytes) -> bool:
         held = self.held

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,16 @@ import pytest
 
 from tests.backends import RecordingBackend, get, read_reply
 from tests.certs import CA
-from tests.l4.gateway_support import Cert, Conn, lb, scene, static_text, talk
+from tests.l4.gateway_support import (
+    Cert,
+    Conn,
+    lb,
+    poll,
+    scene,
+    static_text,
+    talk,
+    until_metric,
+)
 
 
 def client_context(ca: CA, alpn: Sequence[str] = ()) -> ssl.SSLContext:
@@ -186,6 +196,41 @@ tcp:
         ctx = client_context(s.ca)
         assert await talk(gw.port("tcp"), payload, tls=ctx, server_name="term.test") == "plain"
         assert plain.received == payload
+
+
+async def test_client_closing_right_after_the_handshake_ends_its_relay(tmp_path: Path) -> None:
+    """Handshake then close, while the server is being dialled: each relay ends and is logged."""
+    async with scene(tmp_path) as s:
+        plain = await s.echo("plain")
+        gw = await s.gateway(
+            f"""
+tcp:
+  routers:
+    term:
+      rule: "HostSNI(`term.test`)"
+      service: plain
+      tls: {{}}
+  services:
+    plain: {lb(plain.port)}
+"""
+            + certificates(s.cert("term.test"))
+        )
+        ctx = client_context(s.ca)
+
+        def handshake_then_close() -> None:
+            # A blocking client in a thread closes as soon as its handshake is
+            # done, while the gateway is still dialling the server.
+            with socket.create_connection(("127.0.0.1", gw.port("tcp"))) as raw:
+                ctx.wrap_socket(raw, server_hostname="term.test").close()
+
+        for _ in range(10):
+            await asyncio.to_thread(handshake_then_close)
+        relays = gw.gateway.listeners["tcp"].tcp.relays
+        await poll(lambda: not relays, lambda: f"{len(relays)} relays never ended")
+        await until_metric(s.metrics, "sluice_open_connections", 0, entrypoint="tcp")
+        assert s.access is not None
+        access = s.access
+        await poll(lambda: len(access.lines()) == 10, lambda: f"access log: {access.lines()}")
 
 
 async def test_tcp_and_http_routers_share_an_entry_point(tmp_path: Path) -> None:
