@@ -14,6 +14,7 @@ which run it with ``feed`` instead of providers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import ssl
@@ -25,10 +26,11 @@ from typing import Any
 
 from gateway.config.dynamic import DynamicConfig
 from gateway.config.errors import ConfigError
-from gateway.config.l4 import L4Config
+from gateway.config.l4 import L4Config, decode_located
 from gateway.config.l4_checks import check_l4
 from gateway.config.merge import merge
-from gateway.config.static import StaticConfig
+from gateway.config.model import frozen_map
+from gateway.config.static import EntryPoint, StaticConfig
 from gateway.config.validate import validate
 from gateway.http.entrypoint import (
     EntryPointRuntime,
@@ -73,6 +75,9 @@ class Gateway:
         reuse_port: bool = False,
         record_reloads: bool = True,
     ) -> None:
+        # The static configuration as given; ``static`` adds the entry points
+        # the dynamic configuration declares (Gateway listeners), per generation.
+        self.base_static = static
         self.static = static
         self.providers = providers
         self.metrics = metrics
@@ -96,6 +101,9 @@ class Gateway:
         self.entry_points: dict[str, EntryPointRuntime] = {}
         self.listeners: dict[str, TCPListener] = {}
         self.udp_entry_points: dict[str, UDPEntry] = {}
+        # What each open entry point was opened with, to see a changed one.
+        self._opened_as: dict[str, EntryPoint] = {}
+        self._listeners_lock = asyncio.Lock()
         self.snapshots: dict[str, DynamicConfig] = {}
         self.errors: dict[str, ConfigError] = {}
         self.config: DynamicConfig | None = None
@@ -135,16 +143,23 @@ class Gateway:
     def apply_merged(
         self, merged: DynamicConfig, *, provider: str = "", snapshot: DynamicConfig | None = None
     ) -> bool:
+        try:
+            static = self._with_dynamic_entry_points(merged)
+        except ConfigError as exc:
+            self._reject(provider, [exc])
+            return False
+        protocols = {n: ep.protocol for n, ep in static.entry_points.items()}
         errors = validate(
             merged,
-            entry_points=self.tcp_entry_point_names(),
-            udp_entry_points=[n for n, p in self.protocols().items() if p == "udp"],
+            entry_points=[n for n, p in protocols.items() if p == "tcp"],
+            udp_entry_points=[n for n, p in protocols.items() if p == "udp"],
         )
-        l4_config, l4_errors = check_l4(merged, entry_points=self.protocols())
+        l4_config, l4_errors = check_l4(merged, entry_points=protocols)
         errors += l4_errors
         if errors or l4_config is None:
             self._reject(provider, errors)
             return False
+        self.compiler.static = self.l4_compiler.static = static
         try:
             compiled = self.compiler.compile(merged)
             l4 = self.l4_compiler.compile(merged, l4_config, self.compiler.generation)
@@ -157,8 +172,10 @@ class Gateway:
                 else None
             )
         except ConfigError as exc:
+            self.compiler.static = self.l4_compiler.static = self.static
             self._reject(provider, [exc])
             return False
+        self.static = static
         if provider and snapshot is not None:
             self.snapshots[provider] = snapshot
         self.errors.pop(provider, None)
@@ -197,6 +214,23 @@ class Gateway:
             callback(provider, errors)
         self.loaded.set()
 
+    def _with_dynamic_entry_points(self, merged: DynamicConfig) -> StaticConfig:
+        """The static configuration plus the entry points ``merged`` declares."""
+        declared = merged.entry_points or {}
+        if not declared:
+            return self.base_static
+        eps = dict(self.base_static.entry_points)
+        for name, raw in declared.items():
+            path = f"entryPoints.{name}"
+            if name in eps:
+                raise ConfigError(
+                    f'entry point "{name}" is already defined in the static configuration',
+                    origin=merged.origins.get(path),
+                    path=path,
+                )
+            eps[name] = decode_located(EntryPoint, raw, path, merged.origins)
+        return dataclasses.replace(self.base_static, entry_points=frozen_map(eps))
+
     def tcp_entry_point_names(self) -> list[str]:
         return [n for n, ep in self.static.entry_points.items() if ep.protocol == "tcp"]
 
@@ -211,8 +245,8 @@ class Gateway:
         for name, entry in self.entry_points.items():
             entry.state = compiled.states.get(name, entry.state)
             listener = self.listeners.get(name)
-            if listener is None:
-                continue
+            if listener is None or name not in self.static.entry_points:
+                continue  # gone from the configuration: _sync_listeners closes it
             listener.tcp.routes = l4.tcp.get(name, _NO_ROUTES)
             if self._wants_l4(name) != listener.l4 or self._wants_tls(name, compiled) != (
                 entry.ssl_context is not None
@@ -222,6 +256,10 @@ class Gateway:
                 self.reopens.append(task)
         for name, udp in self.udp_entry_points.items():
             udp.route = l4.udp.get(name, _no_udp_route)
+        if self.listening.is_set():
+            task = asyncio.get_running_loop().create_task(self._sync_listeners())
+            self._tasks.append(task)
+            self.reopens.append(task)
         if self.metrics is not None:
             now = time.monotonic()
             for (service, url), server in compiled.servers.items():
@@ -242,7 +280,9 @@ class Gateway:
 
     async def _reopen(self, name: str) -> None:
         """Switch an entry point's acceptor or TLS as its routers changed (same socket)."""
-        listener = self.listeners[name]
+        listener = self.listeners.get(name)
+        if listener is None:  # closed by a reload meanwhile
+            return
         tls = self._wants_tls(name, self.compiled)
         context = self._front_context(name, listener.http.sni_names) if tls else None
         l4 = self._wants_l4(name)
@@ -309,35 +349,71 @@ class Gateway:
 
     async def open_listeners(self) -> None:
         """Bind and serve every entry point of the static configuration."""
-        empty = HTTPState(table=RouterTable.build([]))
-        for name, ep in self.static.entry_points.items():
-            if ep.protocol == "udp":
-                await self._open_udp(name)
-                continue
-            settings = self._settings(name)
-            sni_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-            ssl_context = None
-            if settings.scheme == b"https":
-                ssl_context = self._front_context(name, sni_names)
-            state = self.compiled.states.get(name, empty) if self.compiled else empty
-            runtime = EntryPointRuntime(
-                settings, state, observer=self.observer, ssl_context=ssl_context
-            )
-            runtime.sni_names = sni_names
-            sock = bind_socket(ep.address, reuse_port=self.reuse_port or ep.reuse_port)
-            listener = TCPListener(sock, runtime, self._tcp_entry(name, runtime))
-            self.entry_points[name] = runtime
-            self.listeners[name] = listener
-            await listener.start(l4=self._wants_l4(name))
-            runtime.add_idle_hook(self._expire_idle)
-            log.info(
-                "entry point %s listening on %s%s%s",
-                name,
-                ep.address,
-                " (TLS)" if ssl_context else "",
-                " (TCP routing)" if listener.l4 else "",
-            )
+        for name in self.static.entry_points:
+            await self._open(name)
         self.listening.set()
+
+    async def _sync_listeners(self) -> None:
+        """Open entry points the configuration added, drain those it removed or changed."""
+        async with self._listeners_lock:
+            wanted = self.static.entry_points
+            for name in list(self.entry_points) + list(self.udp_entry_points):
+                if name not in wanted or wanted[name] != self._opened_as.get(name):
+                    await self._close(name)
+            for name in wanted:
+                if name not in self.entry_points and name not in self.udp_entry_points:
+                    try:
+                        await self._open(name)
+                    except (OSError, ValueError) as exc:
+                        # A Gateway listener on a taken port: the rest still serve.
+                        log.error("entry point %s: cannot listen on %s: %s",
+                                  name, wanted[name].address, exc)
+
+    async def _close(self, name: str) -> None:
+        self._opened_as.pop(name, None)
+        udp = self.udp_entry_points.pop(name, None)
+        if udp is not None:
+            udp.close()
+            log.info("entry point %s closed", name)
+            return
+        self.entry_points.pop(name, None)
+        listener = self.listeners.pop(name, None)
+        if listener is not None:
+            grace = listener.http.settings.read_timeout
+            task = asyncio.get_running_loop().create_task(listener.drain(min(grace, 10.0)))
+            self._tasks.append(task)
+            log.info("entry point %s closed; its connections are draining", name)
+
+    async def _open(self, name: str) -> None:
+        empty = HTTPState(table=RouterTable.build([]))
+        ep = self.static.entry_points[name]
+        self._opened_as[name] = ep
+        if ep.protocol == "udp":
+            await self._open_udp(name)
+            return
+        settings = self._settings(name)
+        sni_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        ssl_context = None
+        if settings.scheme == b"https":
+            ssl_context = self._front_context(name, sni_names)
+        state = self.compiled.states.get(name, empty) if self.compiled else empty
+        runtime = EntryPointRuntime(
+            settings, state, observer=self.observer, ssl_context=ssl_context
+        )
+        runtime.sni_names = sni_names
+        sock = bind_socket(ep.address, reuse_port=self.reuse_port or ep.reuse_port)
+        listener = TCPListener(sock, runtime, self._tcp_entry(name, runtime))
+        self.entry_points[name] = runtime
+        self.listeners[name] = listener
+        await listener.start(l4=self._wants_l4(name))
+        runtime.add_idle_hook(self._expire_idle)
+        log.info(
+            "entry point %s listening on %s%s%s",
+            name,
+            ep.address,
+            " (TLS)" if ssl_context else "",
+            " (TCP routing)" if listener.l4 else "",
+        )
 
     def _tcp_entry(self, name: str, http: EntryPointRuntime) -> TCPEntry:
         ep = self.static.entry_points[name]
@@ -434,7 +510,13 @@ class Gateway:
     async def _consume(self, provider: Provider) -> None:
         stream: AsyncIterator[DynamicConfig | ConfigError] = provider.snapshots()
         async for snapshot in stream:
-            self.apply(provider.name, snapshot)
+            try:
+                self.apply(provider.name, snapshot)
+            except Exception as exc:
+                # A bug, not a bad configuration: say so, keep serving the last
+                # good generation and keep listening to the provider.
+                log.exception("applying configuration from %s failed", provider.name)
+                self._reject(provider.name, [ConfigError(f"internal error: {exc!r}")])
 
     async def run(self) -> None:
         """Serve until ``stop()``; then drain for the entry points' grace period."""

@@ -250,6 +250,11 @@ class DynamicConfig:
     # Traefik file using them still loads.
     tcp: Mapping[str, Any] | None = None
     udp: Mapping[str, Any] | None = None
+    # Sluice addition: entry points that come and go with the configuration
+    # (Gateway API listeners; a file may declare them too). Raw, in the static
+    # schema (``gateway.config.static.EntryPoint``); names are global, not
+    # qualified by provider, and may not repeat a static entry point's.
+    entry_points: Mapping[str, Any] | None = None
     # Where each object was defined, by dotted key path ("http.routers.api",
     # "http.routers.api.service"). Left out of ==, so moving lines around is
     # not a configuration change.

@@ -287,6 +287,13 @@ def decode_l4(config: DynamicConfig) -> L4Config:
     return L4Config(tcp=tcp, udp=udp)
 
 
+def decode_located(
+    cls: type[T], raw: Mapping[str, Any] | None, path: str, origins: Mapping[str, Origin]
+) -> T:
+    """Decode a raw section of a merged configuration; errors name the file and line."""
+    return _decode(cls, raw, path, origins)
+
+
 def _decode(
     cls: type[T], raw: Mapping[str, Any] | None, path: str, origins: Mapping[str, Origin]
 ) -> T:

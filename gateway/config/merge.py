@@ -120,6 +120,16 @@ def _join(configs: Sequence[DynamicConfig], *, tls_equal_ok: bool) -> DynamicCon
         tls=tls,
         tcp=_join_raw([(c.tcp, c.origins) for c in configs], "tcp"),
         udp=_join_raw([(c.udp, c.origins) for c in configs], "udp"),
+        entry_points=frozen_map(
+            _union(
+                [(c.entry_points, c.origins) for c in configs if c.entry_points],
+                "entryPoints",
+                "entry point",
+                equal_ok=False,
+            )
+        )
+        if any(c.entry_points for c in configs)
+        else None,
         origins=_Origins(tuple(part for c in configs for part in _parts(c.origins))),
     )
 
@@ -216,6 +226,7 @@ def _qualify(provider: str, config: DynamicConfig) -> DynamicConfig:
         tls=config.tls,
         tcp=raw["tcp"],
         udp=raw["udp"],
+        entry_points=config.entry_points,
         origins=_Origins(((config.origins, _sections(renamed), provider),)),
     )
 
