@@ -27,9 +27,12 @@ from pathlib import Path
 
 from gateway.config.dynamic import DynamicConfig
 from gateway.config.errors import ConfigError, Origin
-from gateway.config.loader import load_dynamic_paths
+from gateway.config.loader import parse_dynamic, read_text
+from gateway.config.merge import collection_paused, combine
 from gateway.config.static import FileProviderConfig
 from providers.file.inotify import Inotify
+from providers.gatewayapi.files import ManifestReader
+from providers.gatewayapi.manifests import is_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class FileProvider:
         self.directory: Path | None = base_dir / config.directory if config.directory else None
         self.watched: Path = self.directory or (self.file or base_dir).parent
         self._inotify_failure = ""
+        # Gateway API objects among the files (file mode), and their status.
+        self.manifests = ManifestReader()
 
     # --- reading ------------------------------------------------------------
 
@@ -94,9 +99,20 @@ class FileProvider:
         return [self.directory / n for n in names]
 
     def load(self) -> Snapshot:
-        """One snapshot of everything on disk now."""
+        """One snapshot of everything on disk now: the Traefik dialect and manifests."""
         try:
-            return load_dynamic_paths(self.paths())
+            dialect: list[DynamicConfig] = []
+            manifests: list[tuple[Path, str]] = []
+            with collection_paused():
+                for path in self.paths():
+                    text = read_text(path)
+                    if is_manifest(text, str(path)):
+                        manifests.append((path, text))
+                    else:
+                        dialect.append(parse_dynamic(text, str(path)))
+                if manifests:
+                    dialect.append(self.manifests.read(manifests))
+                return combine(dialect) if dialect else DynamicConfig()
         except ConfigError as exc:
             return exc
 

@@ -1,0 +1,68 @@
+"""Gateway API in file mode: manifests read from the file provider's files, translated.
+
+The file provider hands every file holding Kubernetes objects to
+``ManifestReader.read``; the objects of all of them together are one
+snapshot of the cluster's state (parse, then ``translate``), and the result
+is one more ``DynamicConfig`` the provider combines with its Traefik-dialect
+files. An object the API server would refuse makes the whole snapshot an
+error naming file, line and key path, like any other invalid file: the last
+good configuration keeps serving. The status computed for the last good
+snapshot is kept on the reader, for the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.config.dynamic import DynamicConfig
+from gateway.config.errors import Origin
+from gateway.config.loader import decode_value
+from providers.gatewayapi.manifests import FileMetadata, load_manifests
+from providers.gatewayapi.parse import parse_objects
+from providers.gatewayapi.translate import ObjectKey, translate
+
+
+class ManifestReader:
+    """Turns the manifest files of one snapshot into dynamic configuration and status."""
+
+    def __init__(self, *, default_address: str = "") -> None:
+        self.default_address = default_address
+        self.metadata = FileMetadata()
+        self.status: dict[ObjectKey, dict[str, Any]] = {}
+        # (kind, namespace, name) -> why Sluice keeps but cannot implement it
+        self.problems: dict[tuple[str, str, str], str] = {}
+
+    def read(self, files: Sequence[tuple[Path, str]]) -> DynamicConfig:
+        """``files``: (path, text) of each manifest file. Raises ``ConfigError``."""
+        documents = []
+        for path, text in files:
+            documents.extend(load_manifests(text, str(path)))
+        self.metadata.stamp(documents)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        parsed = parse_objects(documents, now=now)
+        if parsed.errors:
+            raise parsed.errors[0]
+        translation = translate(parsed.objects, default_address=self.default_address)
+        origin = Origin(str(files[0][0])) if files else None
+        config = decode_value(
+            DynamicConfig, _without_empty(translation.config), origin=origin, path=""
+        )
+        self.status = translation.status
+        self.problems = dict(parsed.problems)
+        return config
+
+
+def _without_empty(config: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty sections: an empty ``tcp`` would still make an empty section."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            inner = {k: v for k, v in value.items() if v}
+            if inner:
+                out[key] = inner
+        elif value:
+            out[key] = value
+    return out
