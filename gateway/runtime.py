@@ -21,7 +21,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.merge import collection_paused
 from gateway.config.rule import RuleSyntaxError
 from gateway.config.static import StaticConfig
-from gateway.http.balancer import Balancer, Failover, StickyCookie
+from gateway.http.balancer import Balancer, Failover, StatusBalancer, StickyCookie
 from gateway.http.health import HealthChecker, HealthTarget
 from gateway.http.middleware_path import proxy_terminal
 from gateway.http.router_table import RouterTable, RouteSpec
@@ -297,6 +297,8 @@ class Compiler:
                 else None
             )
             return Balancer(name, children, [ref.weight for ref in w.services], sticky=sticky)
+        if svc.status is not None:
+            return StatusBalancer(name, svc.status.code)
         if svc.failover is not None:
             f = svc.failover
             inner = (*stack, name)

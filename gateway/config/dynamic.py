@@ -117,12 +117,24 @@ class FailoverService:
 
 
 @model
+class StatusService:
+    """Sluice addition: a service that answers every request with ``code`` itself.
+
+    The Gateway API translation uses it for a rule's share of traffic that
+    has no usable backend (the spec's 500).
+    """
+
+    code: int = 500
+
+
+@model
 class HTTPService:
-    ONE_OF = ("load_balancer", "weighted", "failover")
+    ONE_OF = ("load_balancer", "weighted", "failover", "status")
 
     load_balancer: ServersLoadBalancer | None = None
     weighted: WeightedService | None = None
     failover: FailoverService | None = None
+    status: StatusService | None = None
 
 
 # --- HTTP routers and middlewares --------------------------------------------

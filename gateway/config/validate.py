@@ -113,6 +113,8 @@ class _Checker:
                 self.load_balancer(f"{base}.loadBalancer", service.load_balancer)
             if service.weighted is not None:
                 self.weighted(f"{base}.weighted", service.weighted)
+            if service.status is not None and not 100 <= service.status.code <= 599:
+                self.fail(f"{base}.status.code", "must be an HTTP status from 100 to 599")
             if service.failover is not None:
                 for key in ("service", "fallback"):
                     target = getattr(service.failover, key)

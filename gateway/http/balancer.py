@@ -17,6 +17,7 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from gateway.config.dynamic import Cookie
 from gateway.http.upstream import UpstreamServer
@@ -212,3 +213,64 @@ def _pick_child(
 
 def _target_name(child: UpstreamServer | Balancer) -> str:
     return child.url if isinstance(child, UpstreamServer) else child.name
+
+
+class FixedStatus(Exception):
+    """Raised by a ``StatusBalancer``'s stand-in server when the exchange dials it."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"fixed answer {status}")
+        self.status = status
+
+
+class _StatusPool:
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def take_idle(self) -> None:
+        return None
+
+    async def dial(self) -> None:
+        raise FixedStatus(self.status)
+
+
+class _StatusServer:
+    """Stands in for a server: dialling it answers the fixed status (a rare path)."""
+
+    __slots__ = ("url", "pool", "alone", "service", "healthy", "__weakref__")
+
+    def __init__(self, name: str, status: int) -> None:
+        self.url = f"status:{status}"
+        self.service = name
+        self.pool = _StatusPool(status)
+        self.healthy = True
+        self.alone = frozenset((self,))
+
+    def available(self, now: float) -> bool:
+        return True
+
+
+class StatusBalancer(Balancer):
+    """A ``status`` service: every pick leads to the gateway answering ``status`` itself."""
+
+    __slots__ = ("_pick_result",)
+
+    def __init__(self, name: str, status: int) -> None:
+        super().__init__(name, [], [])
+        server = cast(UpstreamServer, _StatusServer(name, status))
+        self._pick_result = server
+
+    def available(self, now: float) -> bool:
+        return True
+
+    def pick(
+        self, request: Request, exclude: frozenset[UpstreamServer] = frozenset()
+    ) -> Pick | None:
+        return Pick(self._pick_result, None)
+
+    def _pick(
+        self, request: Request, exclude: frozenset[UpstreamServer], now: float
+    ) -> Pick | None:
+        return Pick(self._pick_result, None)

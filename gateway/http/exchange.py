@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.http import wire
+from gateway.http.balancer import FixedStatus
 from gateway.http.field_kinds import (
     CONNECTION,
     FORWARDED,
@@ -246,6 +247,9 @@ class Exchange:
     async def _dial(self, server: UpstreamServer) -> None:
         try:
             conn = await server.pool.dial()
+        except FixedStatus as fixed:  # a ``status`` service (or a share of one)
+            self.fail(fixed.status)
+            return
         except (TimeoutError, OSError) as exc:
             if self.finished:
                 return
