@@ -209,7 +209,7 @@ class _Reader:
         except Invalid as exc:
             self.error(exc.message, origin(exc.path), f"{label}: {exc.path}")
             return
-        except Exception as exc:
+        except Exception as exc:  # a reader bug must cost one object, not the snapshot
             self.error(f"cannot read this object ({exc!r})", origin("kind"), label)
             return
         stored = [self.store(obj, origin) for obj in _each(parsed)]
@@ -239,10 +239,10 @@ class _Reader:
             origin=origin("metadata.name"),
         )
 
-    def store(self, obj: object, origin: OriginFinder) -> bool:
+    def store(self, obj: Any, origin: OriginFinder) -> bool:
         """File ``obj`` under its key; ``False`` (and an error) when the key is taken."""
         objects = self.result.objects
-        meta: Meta = getattr(obj, "meta")  # noqa: B009 -- every object kind has one
+        meta: Meta = obj.meta
         kind = obj.kind if isinstance(obj, L4Route) else _KIND_NAMES[type(obj)]
         key = (kind, meta.namespace, meta.name)
         if key in self.first:

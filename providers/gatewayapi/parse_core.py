@@ -48,6 +48,7 @@ from providers.gatewayapi.parse_fields import (
     describe,
     items,
     join,
+    matches,
     opt_bool,
     opt_int,
     opt_map,
@@ -229,13 +230,13 @@ def parse_endpoints(doc: Mapping[str, Any], meta: Meta, ctx: Context) -> tuple[E
 def parse_secret(doc: Mapping[str, Any], meta: Meta, ctx: Context) -> Secret:
     data: dict[str, bytes] = {}
     for key, text in str_map(doc, "data", "").items():
-        checked(bool(_SECRET_KEY.search(key)), join("data", key), "invalid key name")
+        checked(matches(_SECRET_KEY, key), join("data", key), "invalid key name")
         try:
             data[key] = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise Invalid(join("data", key), "invalid base64 data") from None
     for key, text in str_map(doc, "stringData", "").items():
-        checked(bool(_SECRET_KEY.search(key)), join("stringData", key), "invalid key name")
+        checked(matches(_SECRET_KEY, key), join("stringData", key), "invalid key name")
         data[key] = text.encode()
     return Secret(meta=meta, type=opt_str(doc, "type", "") or "Opaque", data=data)
 

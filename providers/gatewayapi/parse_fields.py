@@ -1,7 +1,7 @@
 """Typed reads of Kubernetes object fields, with the schema checks the API server makes.
 
-``providers.gatewayapi.parse`` and ``parse_routes`` read plain mappings (what
-YAML or JSON loads into) through these helpers. Each read takes the holding
+The ``providers.gatewayapi.parse*`` modules read plain mappings (what YAML or
+JSON loads into) through these helpers. Each read takes the holding
 mapping, the key and the key path of the holding mapping inside its document
 (``spec.rules[0]``), and either returns a value of the declared type or raises
 ``Invalid`` naming the full key path of the bad value. Rules kept:
@@ -12,7 +12,8 @@ mapping, the key and the key path of the holding mapping inside its document
   nulls from non-nullable fields before defaulting);
 * patterns are OpenAPI ``pattern`` values (unanchored searches, as the API
   server runs them), copied from the Gateway API Go types
-  (``apis/v1/shared_types.go``);
+  (``apis/v1/shared_types.go``); ``matches`` runs them, since Python's ``$``
+  also matches before a final newline, which the API server's does not;
 * ``Duration`` is GEP-2257: ``^([0-9]{1,5}(h|m|s|ms)){1,4}$``, read as seconds.
 """
 
@@ -20,11 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.config.errors import Origin
-
-T = TypeVar("T")
 
 # Where a key path ("spec.rules[0].matches[1]") of one document was written.
 OriginFinder = Callable[[str], "Origin | None"]
@@ -48,6 +47,7 @@ ADDRESS_TYPE = re.compile(
 )
 _DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|h|m|s)")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
@@ -83,9 +83,14 @@ def describe(value: object) -> str:
     return type(value).__name__
 
 
+def matches(pattern: re.Pattern[str], value: str) -> bool:
+    """Whether ``value`` matches an OpenAPI ``pattern`` (no newline: see the module docstring)."""
+    return "\n" not in value and pattern.search(value) is not None
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a GEP-2257 duration ("1h30m", "500ms", "0s"); ``ValueError`` otherwise."""
-    if not _DURATION.match(text):
+    if not matches(_DURATION, text):
         raise ValueError(text)
     return sum(int(n) * _UNIT[unit] for n, unit in _DURATION_PART.findall(text))
 
@@ -161,7 +166,7 @@ def opt_str(
         raise Invalid(at, f"must be at least {min_len} character{'s' * (min_len > 1)} long")
     if max_len is not None and len(value) > max_len:
         raise Invalid(at, f"must be no more than {max_len} characters")
-    if pattern is not None and not pattern.search(value):
+    if pattern is not None and not matches(pattern, value):
         raise Invalid(at, f'"{value}" does not match {pattern.pattern!r}')
     return value
 
@@ -250,7 +255,7 @@ def str_list(
         where = f"{at}[{i}]"
         if not isinstance(value, str):
             raise Invalid(where, f"expected a string, got {describe(value)}")
-        if pattern is not None and not pattern.search(value):
+        if pattern is not None and not matches(pattern, value):
             raise Invalid(where, f'"{value}" does not match {pattern.pattern!r}')
         if unique and value in out:
             raise Invalid(where, f'duplicate value "{value}"')
@@ -273,7 +278,7 @@ def opt_duration(m: Mapping[str, Any], key: str, path: str) -> float | None:
 def hostname(value: str, at: str, *, precise: bool = False) -> str:
     """A ``Hostname`` (``*.`` wildcard allowed unless ``precise``), at most 253 characters."""
     pattern = PRECISE_HOSTNAME if precise else HOSTNAME
-    if not value or len(value) > 253 or not pattern.search(value):
+    if not value or len(value) > 253 or not matches(pattern, value):
         what = "a precise hostname" if precise else "a hostname (optional *. prefix)"
         raise Invalid(at, f'"{value}" is not {what}: RFC 1123 labels in lower case')
     return value
@@ -312,5 +317,12 @@ class Context:
     def problem(self, at: str, message: str) -> None:
         self.problems.append(f"{at}: {message}")
 
+    def header_value(self, at: str, value: str) -> str:
+        """An HTTP field value: control characters would split or corrupt the header."""
+        if _CONTROL.search(value):
+            self.problem(at, "control characters cannot be sent in an HTTP header or query")
+        return value
+
     def unsupported(self, at: str, value: object, supported: Sequence[str]) -> None:
-        self.problem(at, f"unsupported value {describe(value)} (supported: {', '.join(supported)})")
+        shown = f'"{value}"' if isinstance(value, str) else str(value)
+        self.problem(at, f"unsupported value {shown} (supported: {', '.join(supported)})")

@@ -154,8 +154,8 @@ def _filter(entry: Mapping[str, Any], at: str, ctx: Context) -> HTTPFilter:
 
 
 def _header_modifier(value: Mapping[str, Any], at: str, ctx: Context) -> HeaderModifier:
-    set_ = _headers(value, "set", at)
-    add = _headers(value, "add", at)
+    set_ = _headers(value, "set", at, ctx)
+    add = _headers(value, "add", at, ctx)
     remove = str_list(value, "remove", at, max_items=16, pattern=HEADER_NAME, unique=True)
     seen: set[str] = set()
     for name in [n for n, _ in set_] + [n for n, _ in add] + list(remove):
@@ -166,12 +166,16 @@ def _header_modifier(value: Mapping[str, Any], at: str, ctx: Context) -> HeaderM
     return HeaderModifier(set=set_, add=add, remove=remove)
 
 
-def _headers(value: Mapping[str, Any], key: str, at: str) -> tuple[tuple[str, str], ...]:
+def _headers(
+    value: Mapping[str, Any], key: str, at: str, ctx: Context
+) -> tuple[tuple[str, str], ...]:
     entries = items(value, key, at, max_items=16)
     out = tuple(
         (
             req_str(header, "name", header_at, pattern=HEADER_NAME, max_len=256),
-            req_str(header, "value", header_at, max_len=4096),
+            ctx.header_value(
+                join(header_at, "value"), req_str(header, "value", header_at, max_len=4096)
+            ),
         )
         for header, header_at in entries
     )

@@ -44,6 +44,7 @@ from providers.gatewayapi.parse_fields import (
     hostname,
     items,
     join,
+    matches,
     opt_map,
     opt_str,
     req_int,
@@ -266,7 +267,7 @@ def _addresses(spec: Mapping[str, Any]) -> tuple[GatewayAddress, ...]:
                 raise Invalid(value_at, f'"{value}" is not a valid IP address') from None
         if kind == "Hostname" and value:
             checked(
-                bool(HOSTNAME.search(value)),
+                matches(HOSTNAME, value),
                 value_at,
                 "Hostname value must be empty or contain only valid characters "
                 f"(matching {HOSTNAME.pattern})",

@@ -53,6 +53,7 @@ from providers.gatewayapi.parse_fields import (
     hostname,
     items,
     join,
+    matches,
     opt_duration,
     opt_int,
     opt_list,
@@ -169,7 +170,7 @@ def parse_l4_route(
             for i, host in enumerate(hostnames):
                 checked(not _is_ip(host), f"spec.hostnames[{i}]", "Hostnames cannot contain an IP")
         else:
-            hostnames = _hostnames(spec, min_items=version == "v1alpha3", max_items=16)
+            hostnames = _hostnames(spec, min_items=int(version == "v1alpha3"), max_items=16)
     entries = items(spec, "rules", "spec", min_items=1, max_items=1 if version == "v1" else 16)
     names = _rule_names(entries)
     rules = tuple(
@@ -268,7 +269,7 @@ def _match(entry: Mapping[str, Any], at: str, ctx: Context) -> HTTPMatch:
             for holds, message in _PATH_RULES:
                 checked(holds(path.value), join(path_at, "value"), message)
             checked(
-                bool(_PATH_CHARS.search(path.value)),
+                matches(_PATH_CHARS, path.value),
                 join(path_at, "value"),
                 "must only contain valid characters (matching "
                 f"{_PATH_CHARS.pattern}) for types ['Exact', 'PathPrefix']",
@@ -295,7 +296,9 @@ def _value_matches(
     out: list[ValueMatch] = []
     for match, match_at in entries:
         name = req_str(match, "name", match_at, pattern=HEADER_NAME, max_len=256)
-        value = req_str(match, "value", match_at, max_len=max_len)
+        value = ctx.header_value(
+            join(match_at, "value"), req_str(match, "value", match_at, max_len=max_len)
+        )
         kind = opt_str(match, "type", match_at) or "Exact"
         if kind == "RegularExpression":
             _regexp(value, join(match_at, "value"), ctx)

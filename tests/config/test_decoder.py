@@ -162,11 +162,11 @@ def test_null_required_key_counts_as_missing() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("s: {}", 'expected one of "loadBalancer", "weighted", "failover"'),
-        ("s:", 'expected one of "loadBalancer", "weighted", "failover"'),
+        ("s: {}", 'expected one of "loadBalancer", "weighted", "failover", "status"'),
+        ("s:", 'expected one of "loadBalancer", "weighted", "failover", "status"'),
         (
             "s: {loadBalancer: {}, weighted: {}}",
-            'only one of "loadBalancer", "weighted", "failover" may be set, '
+            'only one of "loadBalancer", "weighted", "failover", "status" may be set, '
             "got loadBalancer and weighted",
         ),
     ],

@@ -286,7 +286,7 @@ def test_durations_read_as_seconds(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "1", "1.5s", "1d", "100000s", "1us", "-1s", "1h1m1s1ms1h", " 1s", "1S"],
+    ["", "1", "1.5s", "1d", "100000s", "1us", "-1s", "1h1m1s1ms1h", " 1s", "1S", "1s\n"],
     ids=[
         "empty",
         "no-unit",
@@ -298,6 +298,7 @@ def test_durations_read_as_seconds(text: str, seconds: float) -> None:
         "five-parts",
         "space",
         "upper-case",
+        "trailing-newline",
     ],
 )
 def test_durations_outside_gep_2257_are_refused(text: str) -> None:

@@ -439,6 +439,12 @@ def test_filter_errors(text: str, path: str, message: str) -> None:
 # --- problems: values Sluice cannot implement (spec §1.5) -------------------------------------
 
 PROBLEMS = [
+    (
+        "header-value-with-crlf",
+        "{type: RequestHeaderModifier,"
+        ' requestHeaderModifier: {set: [{name: a, value: "x\\r\\nB: y"}]}}',
+        f"{F0}.requestHeaderModifier.set[0].value: control characters",
+    ),
     ("unknown-type", "{type: Gzip}", f'{F0}.type: unsupported value "Gzip"'),
     (
         "external-auth",
@@ -453,7 +459,7 @@ PROBLEMS = [
     (
         "redirect-status",
         "{type: RequestRedirect, requestRedirect: {statusCode: 305}}",
-        f"{F0}.requestRedirect.statusCode: unsupported value an integer (305)",
+        f"{F0}.requestRedirect.statusCode: unsupported value 305",
     ),
     (
         "path-modifier-type",

@@ -292,6 +292,13 @@ ERRORS = [
         "is not a hostname",
     ),
     (
+        "hostname-with-final-newline",
+        '  - {name: a, port: 80, protocol: HTTP, hostname: "a.com\\n"}\n',
+        "",
+        "spec.listeners[0].hostname",
+        "is not a hostname",
+    ),
+    (
         "inner-wildcard",
         "  - {name: a, port: 80, protocol: HTTP, hostname: 'a.*.com'}\n",
         "",

@@ -207,6 +207,11 @@ def test_regular_expression_paths_skip_the_literal_path_rules() -> None:
 
 PROBLEMS = [
     (
+        "header-value-with-newline",
+        '{matches: [{headers: [{name: a, value: "x\\ny"}]}]}',
+        "spec.rules[0].matches[0].headers[0].value: control characters",
+    ),
+    (
         "path-type",
         "{matches: [{path: {type: Glob, value: /a}}]}",
         'spec.rules[0].matches[0].path.type: unsupported value "Glob"',
