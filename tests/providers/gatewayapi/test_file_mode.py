@@ -100,3 +100,115 @@ async def test_gateway_httproute_and_service_from_files_serve(tmp_path: Path) ->
     finally:
         await gw.stop()
         await backend.close()
+
+
+def l4_manifests(tcp_port: int, udp_port: int, tcp_backend: int, udp_backend: int) -> str:
+    def service(name: str, protocol: str, backend: int) -> str:
+        return f"""
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ports: [{{name: main, port: 9000, protocol: {protocol}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: main, port: {backend}, protocol: {protocol}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"""
+
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: sluice}}
+spec: {{controllerName: sluice.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: l4, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+    - {{name: db, protocol: TCP, port: {tcp_port}}}
+    - {{name: dns, protocol: UDP, port: {udp_port}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {{name: db, namespace: default}}
+spec:
+  parentRefs: [{{name: l4, sectionName: db}}]
+  rules: [{{backendRefs: [{{name: db, port: 9000}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: dns, namespace: default}}
+spec:
+  parentRefs: [{{name: l4, sectionName: dns}}]
+  rules: [{{backendRefs: [{{name: dns, port: 9000}}]}}]
+""" + service("db", "TCP", tcp_backend) + service("dns", "UDP", udp_backend)
+
+
+class _UDPEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo:" + data, addr)  # type: ignore[attr-defined]
+
+
+async def test_tcproute_and_udproute_from_files_relay(tmp_path: Path) -> None:
+    """A TCP listener with a TCPRoute and a UDP listener with a UDPRoute relay to their Services."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+
+    loop = asyncio.get_running_loop()
+    tcp_backend = await asyncio.start_server(echo, "127.0.0.1", 0)
+    udp_backend, _ = await loop.create_datagram_endpoint(_UDPEcho, local_addr=("127.0.0.1", 0))
+    tcp_port, udp_port = await closed_port(), await closed_port()
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "l4.yaml").write_text(
+        l4_manifests(
+            tcp_port,
+            udp_port,
+            tcp_backend.sockets[0].getsockname()[1],
+            udp_backend.get_extra_info("sockname")[1],
+        )
+    )
+    gw = await start_gateway(tmp_path, "", static=STATIC)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+        writer.write(b"ping")
+        assert await reader.read(100) == b"ping"
+        writer.close()
+        answer: asyncio.Future[bytes] = loop.create_future()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                answer.set_result(data)
+
+        client, _ = await loop.create_datagram_endpoint(
+            Client, remote_addr=("127.0.0.1", udp_port)
+        )
+        client.sendto(b"q")
+        assert await asyncio.wait_for(answer, 5) == b"echo:q"
+        client.close()
+        status = gw.gateway.providers[0].manifests.status  # type: ignore[attr-defined]
+        listeners = status[("Gateway", "default", "l4")]["listeners"]
+        assert [(item["name"], item["attachedRoutes"]) for item in listeners] == [
+            ("db", 1), ("dns", 1)
+        ]
+    finally:
+        await gw.stop()
+        tcp_backend.close()
+        udp_backend.close()
