@@ -29,6 +29,16 @@ BUILTINS: dict[str, str] = {
     "digestAuth": "middleware.http.digest_auth:DigestAuth",
     "errors": "middleware.http.errors:Errors",
     "forwardAuth": "middleware.http.forward_auth:ForwardAuth",
+    # Gateway API HTTPRoute filters, exactly as the spec defines them (the
+    # Gateway API translation emits these; files may use them too).
+    "gatewayCORS": "middleware.http.gateway_cors:GatewayCORS",
+    "gatewayRequestHeaderModifier": "middleware.http.gateway_filters:GatewayRequestHeaderModifier",
+    "gatewayRequestMirror": "middleware.http.gateway_mirror:GatewayRequestMirror",
+    "gatewayRequestRedirect": "middleware.http.gateway_redirects:GatewayRequestRedirect",
+    "gatewayResponseHeaderModifier": (
+        "middleware.http.gateway_filters:GatewayResponseHeaderModifier"
+    ),
+    "gatewayURLRewrite": "middleware.http.gateway_redirects:GatewayURLRewrite",
     "headers": "middleware.http.headers:HeadersMiddleware",
     "inFlightReq": "middleware.http.in_flight:InFlightReq",
     "ipAllowList": "middleware.http.ip_allowlist:IPAllowList",

@@ -19,6 +19,7 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     name = item.path.name
-    if not (name.startswith("test_gateway_") or name == "test_example_tcp_udp.py"):
+    l4 = item.path.parent.name == "l4" and name.startswith("test_gateway_")
+    if not (l4 or name == "test_example_tcp_udp.py"):
         return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

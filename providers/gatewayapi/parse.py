@@ -28,6 +28,9 @@ Invariants:
   bumps it across reloads: the caller's job, as only it sees two versions);
   timestamps are normalised to UTC seconds (``2024-01-02T03:04:05Z``), the
   form Kubernetes writes, so that they sort chronologically as text;
+* fields it does not read are ignored, as the API server prunes unknown
+  fields: experimental-channel fields (``sessionPersistence``, Gateway
+  ``tls``...) load, and so, silently, does a misspelt key;
 * a ``v1`` ``List`` is read item by item (``kubectl get -o yaml`` writes them).
 """
 
