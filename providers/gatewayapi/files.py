@@ -45,7 +45,9 @@ class ManifestReader:
         parsed = parse_objects(documents, now=now)
         if parsed.errors:
             raise parsed.errors[0]
-        translation = translate(parsed.objects, default_address=self.default_address)
+        translation = translate(
+            parsed.objects, default_address=self.default_address, problems=parsed.problems
+        )
         origin = Origin(str(files[0][0])) if files else None
         config = decode_value(
             DynamicConfig, _without_empty(translation.config), origin=origin, path=""

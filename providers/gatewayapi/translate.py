@@ -24,6 +24,7 @@ Order of work (reference: /work/notes/gatewayapi-spec.md):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,18 @@ class Translation:
 
 
 def translate(
-    objects: ObjectSet, *, default_address: str = "", controller: str = CONTROLLER
+    objects: ObjectSet,
+    *,
+    default_address: str = "",
+    controller: str = CONTROLLER,
+    problems: Mapping[tuple[str, str, str], str] | None = None,
 ) -> Translation:
+    """Translate one snapshot; ``problems`` are the parser's kept-but-unusable objects.
+
+    A route among ``problems`` is attached (so its parents get status) but
+    generates nothing: its parents say ``Accepted=False UnsupportedValue``.
+    """
+    problems = problems or {}
     out = Translation()
     config: dict[str, Any] = {
         "entryPoints": {},
@@ -101,9 +112,18 @@ def translate(
     for key, route in sorted(objects.http_routes.items()):
         attachments = _attach(out, "HTTPRoute", route.meta, route.parent_refs, route.hostnames,
                               plans, objects)
+        problem = problems.get(("HTTPRoute", *key))
+        if problem is not None:
+            _unsupported(out, ("HTTPRoute", *key), problem, route.meta.generation)
+            continue
         _translate_http(out, route, attachments, objects, ranks[key], len(ranks), extensions)
-    for (kind, _, _), l4 in sorted(objects.l4_routes.items()):
+    for l4_key, l4 in sorted(objects.l4_routes.items()):
+        kind = l4_key[0]
         attachments = _attach(out, kind, l4.meta, l4.parent_refs, l4.hostnames, plans, objects)
+        problem = problems.get(l4_key)
+        if problem is not None:
+            _unsupported(out, l4_key, problem, l4.meta.generation)
+            continue
         _translate_l4(out, l4, attachments, objects)
     for plan in plans.values():
         out.status[("Gateway", plan.gateway.meta.namespace, plan.gateway.meta.name)] = (
@@ -275,6 +295,14 @@ def _translate_l4(
         out.config[section]["routers"][f"{base}-a{a}"] = router
     _finish_parents(out, (route.kind, route.meta.namespace, route.meta.name), problems,
                     route.meta.generation)
+
+
+def _unsupported(out: Translation, key: ObjectKey, problem: str, generation: int) -> None:
+    for parent in out.status.get(key, {}).get("parents", []):
+        parent["conditions"] = [
+            _condition("Accepted", "False", "UnsupportedValue", problem, generation),
+            _condition("ResolvedRefs", "True", "ResolvedRefs", "", generation),
+        ]
 
 
 def _finish_parents(

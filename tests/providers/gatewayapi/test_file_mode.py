@@ -212,3 +212,66 @@ async def test_tcproute_and_udproute_from_files_relay(tmp_path: Path) -> None:
         await gw.stop()
         tcp_backend.close()
         udp_backend.close()
+
+
+FILTERED_ROUTE = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filtered, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [filters.example.test]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect:
+            path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}
+            statusCode: 301
+    - matches: [{path: {type: PathPrefix, value: /api}}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set: [{name: X-Env, value: prod}]
+            remove: [X-Debug]
+        - type: URLRewrite
+          urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
+      backendRefs: [{name: app, port: 80}]
+    - matches: [{path: {type: Exact, value: /missing}}]
+      backendRefs: [{name: nowhere, port: 80}]
+"""
+
+
+async def test_httproute_filters_and_unresolved_backends_from_files(tmp_path: Path) -> None:
+    """Redirect, header set/remove and prefix rewrite apply; a missing Service answers 500."""
+    backend = await RecordingBackend().start()
+    port = await closed_port()
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.yaml").write_text(manifests(port, backend.port) + FILTERED_ROUTE)
+    gw = await start_gateway(tmp_path, "", static=STATIC)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(get("filters.example.test", "/old/page?q=1"))
+        reply = await read_reply(reader)
+        writer.close()
+        assert (reply.status, reply.header("location")) == (
+            301, "http://filters.example.test:" + str(port) + "/new/page?q=1"
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(get("filters.example.test", "/api/users", "X-Debug: 1\r\nX-Env: dev\r\n"))
+        assert (await read_reply(reader)).status == 200
+        writer.close()
+        seen = backend.requests[-1]
+        assert (seen.target, seen.header("x-env"), seen.header("x-debug")) == (
+            "/v2/users", "prod", None
+        )
+        assert await ask(port, "filters.example.test", "/missing") == 500
+        status = gw.gateway.providers[0].manifests.status  # type: ignore[attr-defined]
+        conditions = status[("HTTPRoute", "default", "filtered")]["parents"][0]["conditions"]
+        resolved = next(c for c in conditions if c["type"] == "ResolvedRefs")
+        assert (resolved["status"], resolved["reason"]) == ("False", "BackendNotFound")
+    finally:
+        await gw.stop()
+        await backend.close()
