@@ -88,7 +88,9 @@ def install_uvloop() -> None:
 def make_providers(static: StaticConfig, base_dir: Path) -> list[Provider]:
     providers: list[Provider] = []
     if static.providers.file is not None:
-        providers.append(FileProvider(static.providers.file, base_dir=base_dir))
+        provider = FileProvider(static.providers.file, base_dir=base_dir)
+        provider.manifests.default_address = static.providers.gateway_a_p_i.default_address
+        providers.append(provider)
     return providers
 
 

@@ -151,9 +151,37 @@ class FileProviderConfig:
 
 
 @model
+class KubernetesProviderConfig:
+    """Sluice's Kubernetes provider (Gateway API objects, Services, EndpointSlices, Secrets).
+
+    Credentials are found as the client's own tools find them: in-cluster
+    service account, else ``kubeconfig``, ``$KUBECONFIG`` or ``~/.kube/config``.
+    """
+
+    kubeconfig: str = ""
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    # Several replicas: one leader writes status (Lease in this namespace).
+    lease_namespace: str = ""
+    lease_name: str = "sluice-gateway-controller"
+    lease_duration: Duration = 15.0
+    # Where Gateways without spec.addresses listen ("": every interface).
+    default_address: str = ""
+
+
+@model
+class GatewayAPIFileConfig:
+    """Sluice addition: Gateway API manifests read by the file provider."""
+
+    # Where Gateways without spec.addresses listen ("": every interface).
+    default_address: str = ""
+
+
+@model
 class Providers:
     providers_throttle_duration: Duration = 2.0
     file: FileProviderConfig | None = None
+    kubernetes: KubernetesProviderConfig | None = None
+    gateway_a_p_i: GatewayAPIFileConfig = key("gatewayAPI", GatewayAPIFileConfig())
 
 
 @model
