@@ -77,6 +77,10 @@ class ApiState(Protocol):
 
     def entry_points(self) -> list[dict[str, Any]]: ...
 
+    def gateway_api(self) -> list[dict[str, Any]]:
+        """Gateway API objects the controller owns, with their status conditions."""
+        ...
+
 
 _dumps = functools.partial(json.dumps, default=str)
 
@@ -161,6 +165,9 @@ class _Api:
 
         return handle
 
+    async def gateway_api(self, request: web.Request) -> web.Response:
+        return _json(self.state.gateway_api())
+
     async def prometheus(self, request: web.Request) -> web.Response:
         if self.metrics is None:
             return _error("metrics are disabled", 404)
@@ -192,6 +199,7 @@ def build_api_app(state: ApiState, *, metrics: Metrics | None, version: str) -> 
     get("/api/http/services/{name}", api.getter("services", "service"))
     get("/api/http/middlewares", api.lister("middlewares"))
     get("/api/http/middlewares/{name}", api.getter("middlewares", "middleware"))
+    get("/api/gatewayapi", api.gateway_api)
     get("/metrics", api.prometheus)
     get("/", api.root)
     get("/dashboard", api.root)

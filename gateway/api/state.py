@@ -102,6 +102,20 @@ class GatewayState:
         data["errors"] = self.errors()
         return data
 
+    def gateway_api(self) -> list[dict[str, Any]]:
+        """Every Gateway API object a provider translated, with its status, by kind and name."""
+        out: list[dict[str, Any]] = []
+        for provider in self.gateway.providers:
+            reader = getattr(provider, "manifests", None)
+            status = getattr(reader, "status", None) or getattr(provider, "status", None) or {}
+            for (kind, namespace, name), item in sorted(status.items()):
+                entry: dict[str, Any] = {"kind": kind, "name": name, "provider": provider.name}
+                if namespace:
+                    entry["namespace"] = namespace
+                entry["status"] = item
+                out.append(entry)
+        return out
+
     def entry_points(self) -> list[dict[str, Any]]:
         out = []
         for name, ep in self.gateway.static.entry_points.items():

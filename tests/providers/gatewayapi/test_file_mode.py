@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from gateway.api.state import GatewayState
 from tests.backends import RecordingBackend, closed_port, get, read_reply
 from tests.harness import start_gateway
 
@@ -97,6 +98,12 @@ async def test_gateway_httproute_and_service_from_files_serve(tmp_path: Path) ->
         }
         gateway = status[("Gateway", "default", "edge")]
         assert gateway["listeners"][0]["attachedRoutes"] == 1
+        listed = GatewayState(gw.gateway).gateway_api()
+        assert [(i["kind"], i.get("namespace", ""), i["name"]) for i in listed] == [
+            ("Gateway", "default", "edge"),
+            ("GatewayClass", "", "sluice"),
+            ("HTTPRoute", "default", "app"),
+        ]
     finally:
         await gw.stop()
         await backend.close()
