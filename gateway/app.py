@@ -215,21 +215,7 @@ class Gateway:
         self.loaded.set()
 
     def _with_dynamic_entry_points(self, merged: DynamicConfig) -> StaticConfig:
-        """The static configuration plus the entry points ``merged`` declares."""
-        declared = merged.entry_points or {}
-        if not declared:
-            return self.base_static
-        eps = dict(self.base_static.entry_points)
-        for name, raw in declared.items():
-            path = f"entryPoints.{name}"
-            if name in eps:
-                raise ConfigError(
-                    f'entry point "{name}" is already defined in the static configuration',
-                    origin=merged.origins.get(path),
-                    path=path,
-                )
-            eps[name] = decode_located(EntryPoint, raw, path, merged.origins)
-        return dataclasses.replace(self.base_static, entry_points=frozen_map(eps))
+        return with_dynamic_entry_points(self.base_static, merged)
 
     def tcp_entry_point_names(self) -> list[str]:
         return [n for n, ep in self.static.entry_points.items() if ep.protocol == "tcp"]
@@ -574,6 +560,24 @@ class Gateway:
             error = next(iter(self.errors.values()), None)
             return False, f"no valid configuration: {error}" if error else "no configuration"
         return True, "ok"
+
+
+def with_dynamic_entry_points(static: StaticConfig, merged: DynamicConfig) -> StaticConfig:
+    """``static`` plus the entry points ``merged`` declares; raises ``ConfigError``."""
+    declared = merged.entry_points or {}
+    if not declared:
+        return static
+    eps = dict(static.entry_points)
+    for name, raw in declared.items():
+        path = f"entryPoints.{name}"
+        if name in eps:
+            raise ConfigError(
+                f'entry point "{name}" is already defined in the static configuration',
+                origin=merged.origins.get(path),
+                path=path,
+            )
+        eps[name] = decode_located(EntryPoint, raw, path, merged.origins)
+    return dataclasses.replace(static, entry_points=frozen_map(eps))
 
 
 def base_dir_of(config_path: str | None) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.config.errors import ConfigError, Origin
 from gateway.config.l4_checks import check_l4
-from gateway.config.loader import load_dynamic_paths, load_static, parse_static
+from gateway.config.loader import load_static, parse_static
 from gateway.config.static import StaticConfig, split_address
 
 QUICKSTART = Path(__file__).with_name("quickstart")
@@ -231,9 +231,14 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
         errors = address_errors(static, config, overrides)
         fp = static.providers.file
         if fp is not None and not errors:
-            # The provider's own file selection, so check reads what run would.
-            paths = FileProvider(fp, base_dir=base).paths()
-            merged = merge({"file": load_dynamic_paths(paths)})
+            # The provider's own loading (files and manifests), so check reads what run would.
+            snapshot = FileProvider(fp, base_dir=base).load()
+            if isinstance(snapshot, ConfigError):
+                raise snapshot
+            merged = merge({"file": snapshot})
+            from gateway.app import with_dynamic_entry_points
+
+            static = with_dynamic_entry_points(static, merged)
             protocols = {n: ep.protocol for n, ep in static.entry_points.items()}
             errors = validate(
                 merged,

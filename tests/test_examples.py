@@ -79,3 +79,34 @@ async def test_homelab_example_behaves_as_its_readme_says(tmp_path):
     finally:
         await gw.stop()
         await backend.close()
+
+
+async def test_gatewayapi_example_behaves_as_its_readme_says(tmp_path):
+    """The manifests of examples/gatewayapi redirect /old, rewrite /api and report status."""
+    import shutil
+
+    from tests.backends import closed_port
+
+    backend = await RecordingBackend().start()
+    port = await closed_port()
+    folder = tmp_path / "manifests"
+    shutil.copytree(EXAMPLES / "gatewayapi" / "manifests", folder)
+    gateway_file = folder / "gateway.yaml"
+    gateway_file.write_text(gateway_file.read_text().replace("port: 8090", f"port: {port}"))
+    services = folder / "whoami.yaml"
+    services.write_text(services.read_text().replace("port: 8081", f"port: {backend.port}"))
+    static = (EXAMPLES / "gatewayapi" / "sluice.yml").read_text()
+    static = static.replace("entryPoints: {}", 'entryPoints:\n  web:\n    address: "127.0.0.1:0"')
+    static = static.replace('address: "127.0.0.1:9000"', 'address: "127.0.0.1:0"')
+    gw = await start_gateway(tmp_path, "", static=static)
+    try:
+        moved = await http_request(port, get("whoami.localhost", "/old/users"))
+        assert (moved.status, moved.header("location")) == (
+            301, f"http://whoami.localhost:{port}/api/users"
+        )
+        assert (await http_request(port, get("whoami.localhost", "/api/users"))).status == 200
+        seen = backend.requests[-1]
+        assert (seen.target, seen.header("x-gateway")) == ("/users", "sluice")
+    finally:
+        await gw.stop()
+        await backend.close()
