@@ -48,7 +48,7 @@ from gateway.l4.tcp_entry import TCPEntry, TCPEntrySettings
 from gateway.l4.tcp_routing import TCPRoutes, TCPServer
 from gateway.l4.udp import UDPEntry
 from gateway.l4.udp_session import ENTRY_BUFFER, enlarge_buffers
-from gateway.listeners import TCPListener
+from gateway.listeners import Mode, TCPListener
 from gateway.metrics import Metrics
 from gateway.middleware_context import MiddlewareResources
 from gateway.observer import Observer
@@ -234,9 +234,9 @@ class Gateway:
             if listener is None or name not in self.static.entry_points:
                 continue  # gone from the configuration: _sync_listeners closes it
             listener.tcp.routes = l4.tcp.get(name, _NO_ROUTES)
-            if self._wants_l4(name) != listener.l4 or self._wants_tls(name, compiled) != (
-                entry.ssl_context is not None
-            ):
+            if self._listener_mode(listener) != listener.mode or self._wants_tls(
+                name, compiled
+            ) != (entry.ssl_context is not None):
                 task = asyncio.get_running_loop().create_task(self._reopen(name))
                 self._tasks.append(task)
                 self.reopens.append(task)
@@ -271,11 +271,11 @@ class Gateway:
             return
         tls = self._wants_tls(name, self.compiled)
         context = self._front_context(name, listener.http.sni_names) if tls else None
-        l4 = self._wants_l4(name)
-        if await listener.update(l4=l4, ssl_context=context):
+        mode = self._listener_mode(listener)
+        if await listener.update(mode, context):
             log.info(
                 "entry point %s: now %s%s", name,
-                "routing TCP and HTTP" if l4 else "serving HTTP", " with TLS" if tls else "",
+                _MODE_TEXT[mode], " with TLS" if tls else "",
             )
 
     def _start_health(self, compiled: Compiled) -> None:
@@ -292,6 +292,11 @@ class Gateway:
         if proxy.trusted_i_ps or proxy.insecure:
             return True
         return self.l4 is not None and bool(self.l4.tcp.get(name))
+
+    def _listener_mode(self, listener: TCPListener) -> Mode:
+        if not self._wants_l4(listener.tcp.name):
+            return "http"
+        return "l4" if listener.tcp.needs_peek else "direct"
 
     def _tcp_server_changed(self, server: TCPServer, up: bool) -> None:
         # The checker has logged the change and its reason.
@@ -391,7 +396,7 @@ class Gateway:
         listener = TCPListener(sock, runtime, self._tcp_entry(name, runtime))
         self.entry_points[name] = runtime
         self.listeners[name] = listener
-        await listener.start(l4=self._wants_l4(name))
+        await listener.start(self._listener_mode(listener))
         runtime.add_idle_hook(self._expire_idle)
         log.info(
             "entry point %s listening on %s%s%s",
@@ -585,6 +590,11 @@ def base_dir_of(config_path: str | None) -> Path:
 
 
 _NO_ROUTES = TCPRoutes()
+_MODE_TEXT = {
+    "http": "serving HTTP",
+    "direct": "routing TCP",
+    "l4": "routing TCP and HTTP (peeking)",
+}
 
 
 def _no_udp_route(client_ip: str, client_port: int) -> None:

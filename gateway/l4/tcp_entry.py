@@ -236,36 +236,54 @@ class TCPEntry:
             sni=sni,
             alpn=alpn,
         )
+        server = self._admit(router, info)
+        if server is None:
+            conn.close()
+            return
+        try:
+            transport, waiting = await self._adopt(conn, router)
+        except BaseException:
+            if router.chain is not None:
+                router.chain.release(info)
+            raise
+        if waiting.lost:
+            if router.chain is not None:
+                router.chain.release(info)
+            return
+        self._start(transport, router, server, info, b"".join(waiting.early), waiting.eof)
+
+    def _admit(self, router: TCPRouterRuntime, info: ConnectionInfo) -> TCPServer | None:
+        """Run the router's middleware and pick a server; None: refuse the connection."""
         chain = router.chain
         if chain is not None:
             rejection = chain.admit(info)
             if rejection is not None:
                 if self.observer is not None:
                     self.observer.tcp_rejected(self.name, router, rejection, info)
-                conn.close()
-                return
+                return None
         server = router.pick()
         if server is None:
             log.warning("tcp router %s: service %s has no server available",
                         router.name, router.service)
             if chain is not None:
                 chain.release(info)
-            conn.close()
-            return
-        try:
-            transport, waiting = await self._adopt(conn, router)
-        except BaseException:
-            if chain is not None:
-                chain.release(info)
-            raise
-        if waiting.lost:
-            if chain is not None:
-                chain.release(info)
-            return
+        return server
+
+    def _start(
+        self,
+        transport: asyncio.Transport,
+        router: TCPRouterRuntime,
+        server: TCPServer,
+        info: ConnectionInfo,
+        early: bytes,
+        eof: bool,
+    ) -> None:
+        """Relay an admitted connection to ``server`` (synchronous, from any caller)."""
+        chain = router.chain
         header = b""
         if server.proxy_version:
             local = transport.get_extra_info("sockname")
-            source = (client_ip, client_port)
+            source = (info.client_ip, info.client_port)
             destination = (_unmapped(local[0]), local[1]) if local else None
             header = (
                 proxy_protocol.encode_v1(source, destination)
@@ -294,18 +312,44 @@ class TCPEntry:
         if idle is not None:
             found = self._with_idle.get(settings)
             if found is None:
+                if len(self._with_idle) > 256:  # generations of settings: keep it bounded
+                    self._with_idle.clear()
                 found = self._with_idle[settings] = replace(settings, idle_timeout=idle)
             settings = found
         relay = start_relay(
             transport,
             (server.host, server.port),
-            initial_data=b"".join(waiting.early),
-            client_eof=waiting.eof,
+            initial_data=early,
+            client_eof=eof,
             proxy_header=header,
             settings=settings,
             on_done=done,
         )
         self.relays.add(relay)
+
+    def direct(self) -> asyncio.Protocol:
+        """A protocol for an asyncio server on this entry point when no peek is needed.
+
+        With only plain TCP routers, no HTTP and no PROXY protocol, routing
+        needs nothing but the client's address: the loop's own (C) accept
+        makes the transport and the connection is routed in
+        ``connection_made``, without a task or a Python accept.
+        """
+        return _Direct(self)
+
+    @property
+    def needs_peek(self) -> bool:
+        """Whether connections must be read before routing (see ``gateway.listeners``)."""
+        routes = self.routes
+        http = self.http
+        has_http = http is not None and bool(http.state.table.routes)
+        return (
+            self.settings.proxy_trusted is not None
+            or not routes.plain
+            or bool(routes.tls)
+            or has_http
+            or routes.plain_needs_peek
+        )
 
     async def _adopt(
         self, conn: socket.socket, router: TCPRouterRuntime
@@ -330,6 +374,35 @@ class TCPEntry:
             await asyncio.sleep(0.05)
         for relay in list(self.relays):
             relay.close()
+
+
+class _Direct(asyncio.Protocol):
+    """Routes a connection the loop accepted, as soon as it is made (``TCPEntry.direct``)."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: TCPEntry) -> None:
+        self.entry = entry
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        entry = self.entry
+        client_ip, client_port = _client(transport.get_extra_info("peername"))
+        router = entry.routes.match_plain(client_ip)
+        if router is None:
+            transport.close()
+            return
+        info = ConnectionInfo(
+            protocol="tcp",
+            client_ip=client_ip,
+            client_port=client_port,
+            entry_point=entry.name,
+            router=router.name,
+        )
+        server = entry._admit(router, info)
+        if server is None:
+            transport.close()
+            return
+        entry._start(cast(asyncio.Transport, transport), router, server, info, b"", False)
 
 
 class _Waiting(asyncio.Protocol):
