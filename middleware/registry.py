@@ -35,6 +35,8 @@ BUILTINS: dict[str, str] = {
     "gatewayRequestHeaderModifier": "middleware.http.gateway_filters:GatewayRequestHeaderModifier",
     "gatewayRequestMirror": "middleware.http.gateway_mirror:GatewayRequestMirror",
     "gatewayRequestRedirect": "middleware.http.gateway_redirects:GatewayRequestRedirect",
+    "gatewayRetry": "middleware.http.gateway_policy:GatewayRetry",
+    "gatewayTimeouts": "middleware.http.gateway_policy:GatewayTimeouts",
     "gatewayResponseHeaderModifier": (
         "middleware.http.gateway_filters:GatewayResponseHeaderModifier"
     ),

@@ -86,6 +86,7 @@ class Exchange:
         "server",
         "cookies",
         "tried",
+        "attempt",
         "body_buffer",
         "out",
         "buffered",
@@ -140,6 +141,7 @@ class Exchange:
         self.server: UpstreamServer | None = None
         self.cookies: list[bytes] | None = None
         self.tried: frozenset[UpstreamServer] = _NO_SERVERS
+        self.attempt = 0  # numbers dials, so a stale one knows it lost
         self.body_buffer: list[bytes] = []
         self.out: list[bytes] = []
         self.buffered = 0
@@ -240,11 +242,12 @@ class Exchange:
             self._send_request(conn)
         else:
             # The loop holds tasks weakly: keep the dial alive until it is done.
-            task = asyncio.get_running_loop().create_task(self._dial(pick.server))
+            self.attempt += 1
+            task = asyncio.get_running_loop().create_task(self._dial(pick.server, self.attempt))
             _DIALS.add(task)
             task.add_done_callback(_DIALS.discard)
 
-    async def _dial(self, server: UpstreamServer) -> None:
+    async def _dial(self, server: UpstreamServer, attempt: int) -> None:
         try:
             conn = await server.pool.dial()
         except FixedStatus as fixed:  # a ``status`` service (or a share of one)
@@ -261,7 +264,9 @@ class Exchange:
                 server.eject(str(exc) or type(exc).__name__)
                 self._retry_or_fail(502)
             return
-        if self.finished:
+        if self.finished or attempt != self.attempt:
+            # Answered meanwhile, or a middleware (a per-try timeout) already
+            # started another try: this connection is not the exchange's.
             server.pool.release(conn)
             return
         self._send_request(conn)

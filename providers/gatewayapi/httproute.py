@@ -18,13 +18,19 @@ problems its parent status reports. It owns:
   backendRefs, or only weight 0, answers 500. A single remaining member is
   routed to directly, without the weighted layer.
 * Middlewares: the rule's filters (``httproute_filters``), then, when a single
-  backendRef takes all traffic, that backendRef's own filters.
+  backendRef takes all traffic, that backendRef's own filters. A rule's
+  timeouts and retry (spec §2.9) wrap them: ``gatewayTimeouts`` first, so
+  ``request`` bounds everything after it, retries included, and
+  ``gatewayRetry`` last, right before the service, so each try goes through
+  the weighted choice (and a shared backendRef's own filters) again; the
+  timeouts middleware hands its per-try ``backendRequest`` bound to that
+  retry (``middleware/http/gateway_policy.py``).
 
 Needs from the runtime, not in the Traefik dialect (see ``STATUS_SERVICE``
 and ``HTTPTranslation``): a ``status`` service kind answering a fixed code,
 ``middlewares`` on a weighted service's member (backendRef-level filters when
-several backendRefs share the traffic), and per-router timeouts and retry,
-handed over in ``HTTPTranslation.policies``.
+several backendRefs share the traffic). ``HTTPTranslation.policies`` still
+lists each router's timeouts and retry, which the middlewares above apply.
 
 Backends speak HTTP/1.1: a Service port with ``appProtocol``
 ``kubernetes.io/h2c`` or ``kubernetes.io/wss`` is reported
@@ -33,7 +39,8 @@ its share) rather than sent a protocol it did not ask for.
 
 Names: ``httproute-<namespace>-<name>-<hash>`` then a suffix (``-a0-r1-m0-h0``
 for routers, ``-r1`` for a rule's weighted service, ``-r1-b0`` for a
-backendRef, ``-r1-f2-cors`` for a filter, ``-500`` for the error answer). The
+backendRef, ``-r1-f2-cors`` for a filter, ``-r1-timeouts`` and ``-r1-retry``
+for the rule's policy, ``-500`` for the error answer). The
 hash of the exact namespace and name keeps two routes apart when their
 names only differ in characters the name cannot hold, or in where a dash
 falls (``a-b/c`` and ``a/b-c``).
@@ -152,8 +159,10 @@ def translate_http_route(
             continue
         build = _Rule(out, base, index, rule, route.meta.namespace, resolve, extensions)
         policy = _policy(rule)
+        before, after = _policy_middlewares(out, build.prefix, policy)
         for a, attachment in enumerate(attachments):
             middlewares, service = build.for_listener(attachment)
+            middlewares = [*before, *middlewares, *after]
             hosts = attachment.hostnames or ("",)
             for m, match in enumerate(rule.matches):
                 for h, host in enumerate(hosts):
@@ -196,6 +205,38 @@ def _policy(rule: HTTPRule) -> RulePolicy | None:
     if rule.request_timeout is None and rule.backend_request_timeout is None and not rule.retry:
         return None
     return RulePolicy(rule.request_timeout, rule.backend_request_timeout, rule.retry)
+
+
+def _policy_middlewares(
+    out: HTTPTranslation, prefix: str, policy: RulePolicy | None
+) -> tuple[list[str], list[str]]:
+    """Define the rule's ``gatewayTimeouts``/``gatewayRetry``; (names first, names last)."""
+    if policy is None:
+        return [], []
+    before: list[str] = []
+    after: list[str] = []
+    # None (unset) and 0 (disabled) both mean no bound: Sluice's default has none.
+    options = {
+        key: value
+        for key, value in (
+            ("request", policy.request_timeout),
+            ("backendRequest", policy.backend_request_timeout),
+        )
+        if value
+    }
+    if options:
+        name = f"{prefix}-timeouts"
+        out.middlewares[name] = {"gatewayTimeouts": options}
+        before.append(name)
+    retry = policy.retry
+    if retry is not None and retry.attempts > 0:  # an explicit 0 disables retries
+        spec: dict[str, Any] = {"codes": list(retry.codes), "attempts": retry.attempts}
+        if retry.backoff:
+            spec["backoff"] = retry.backoff
+        name = f"{prefix}-retry"
+        out.middlewares[name] = {"gatewayRetry": spec}
+        after.append(name)
+    return before, after
 
 
 class _Rule:

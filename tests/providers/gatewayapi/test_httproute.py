@@ -22,6 +22,7 @@ from gateway.config.rule import parse
 from gateway.config.validate import validate
 from gateway.http.router_table import RouterTable, RouteSpec
 from middleware.contract import Headers, Request
+from middleware.http.gateway_policy import GatewayRetryOptions, GatewayTimeoutsOptions
 from providers.gatewayapi.backends import Resolved, Unresolved
 from providers.gatewayapi.httproute import (
     Attachment,
@@ -358,6 +359,52 @@ def test_timeouts_and_retry_are_handed_over_per_router() -> None:
     assert len(t.routers) == 2
 
 
+@pytest.mark.parametrize(
+    ("fields", "timeouts", "retry"),
+    [
+        ({"request_timeout": 2.0, "backend_request_timeout": 0.5,
+          "retry": Retry(codes=(500, 503), attempts=2, backoff=0.1)},
+         {"request": 2.0, "backendRequest": 0.5},
+         {"codes": [500, 503], "attempts": 2, "backoff": 0.1}),
+        ({"request_timeout": 1.0}, {"request": 1.0}, None),
+        ({"backend_request_timeout": 0.5, "request_timeout": 0.0}, {"backendRequest": 0.5}, None),
+        ({"retry": Retry(codes=(502,), attempts=3)}, None, {"codes": [502], "attempts": 3}),
+        ({"request_timeout": 0.0, "retry": Retry(codes=(500,), attempts=0)}, None, None),
+    ],
+    ids=["all", "request-only", "zero-request-left-out", "retry-without-backoff",
+         "zero-disables-both"],
+)  # fmt: skip
+def test_timeouts_first_and_retry_last_in_the_chain(
+    fields: dict[str, Any], timeouts: dict[str, Any] | None, retry: dict[str, Any] | None
+) -> None:
+    """gatewayTimeouts opens the router's chain and gatewayRetry closes it, with the rule's
+    values; "0s" timeouts and ``attempts: 0`` emit nothing (§2.9)."""
+    rule = to("infra-backend-v1", filters=(set_header("X-Rule"),), **fields)
+    t = translate_http_route(route("r", rule), [WEB], resolve)
+    names = only_router(t)["middlewares"]
+    expected = [*(["timeouts"] if timeouts else []), "f0-request-headers",
+                *(["retry"] if retry else [])]  # fmt: skip
+    assert [n.rsplit("-r0-", 1)[1] for n in names] == expected
+    if timeouts:
+        assert t.middlewares[names[0]] == {"gatewayTimeouts": timeouts}
+    if retry:
+        assert t.middlewares[names[-1]] == {"gatewayRetry": retry}
+
+
+def test_policy_middlewares_decode_as_their_options() -> None:
+    """The emitted options decode into the middlewares' own option models."""
+    retry = Retry(codes=(500,), attempts=2, backoff=0.25)
+    rule = to("infra-backend-v1", request_timeout=2.0, backend_request_timeout=0.5, retry=retry)
+    t = translate_http_route(route("r", rule), [WEB], resolve)
+    first, last = only_router(t)["middlewares"]
+    (timeouts,) = t.middlewares[first].values()
+    (again,) = t.middlewares[last].values()
+    assert decode_value(GatewayTimeoutsOptions, timeouts, origin=None, path="") == (
+        GatewayTimeoutsOptions(request=2.0, backend_request=0.5)
+    )
+    assert decode_value(GatewayRetryOptions, again, origin=None, path="") == (
+        GatewayRetryOptions(codes=(500,), attempts=2, backoff=0.25)
+    )
 
 
 # --- filters on routers (§2.7; their options: test_httproute_filters.py) -----------------------
