@@ -52,7 +52,7 @@ class ManifestReader:
         config = decode_value(
             DynamicConfig, _without_empty(translation.config), origin=origin, path=""
         )
-        self.status = translation.status
+        self.status = stamp_transitions(translation.status, self.status, now)
         self.problems = dict(parsed.problems)
         return config
 
@@ -68,3 +68,34 @@ def _without_empty(config: dict[str, Any]) -> dict[str, Any]:
         elif value:
             out[key] = value
     return out
+
+
+def stamp_transitions(
+    status: dict[ObjectKey, dict[str, Any]],
+    previous: dict[ObjectKey, dict[str, Any]],
+    now: str,
+) -> dict[ObjectKey, dict[str, Any]]:
+    """Give every condition a ``lastTransitionTime``: kept while its status is unchanged."""
+
+    def conditions(item: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+        found = [("", item.get("conditions", []))]
+        found += [(f"l:{x['name']}", x.get("conditions", [])) for x in item.get("listeners", [])]
+        found += [
+            (f"p:{x['parentRef']}", x.get("conditions", [])) for x in item.get("parents", [])
+        ]
+        return found
+
+    for key, item in status.items():
+        before = {
+            (where, c["type"]): c
+            for where, listed in conditions(previous.get(key, {}))
+            for c in listed
+        }
+        for where, listed in conditions(item):
+            for condition in listed:
+                old = before.get((where, condition["type"]))
+                if old is not None and old["status"] == condition["status"]:
+                    condition["lastTransitionTime"] = old["lastTransitionTime"]
+                else:
+                    condition["lastTransitionTime"] = now
+    return status

@@ -282,3 +282,27 @@ async def test_httproute_filters_and_unresolved_backends_from_files(tmp_path: Pa
     finally:
         await gw.stop()
         await backend.close()
+
+
+def test_transition_times_are_kept_while_a_condition_holds() -> None:
+    """lastTransitionTime stays while a condition's status is unchanged and moves when it flips."""
+    from providers.gatewayapi.files import stamp_transitions
+
+    def gateway(accepted: str) -> dict[tuple[str, str, str], dict[str, object]]:
+        return {
+            ("Gateway", "ns", "gw"): {
+                "conditions": [{"type": "Accepted", "status": accepted}],
+                "listeners": [{"name": "http", "conditions": [{"type": "Programmed",
+                                                                "status": "True"}]}],
+            }
+        }
+
+    first = stamp_transitions(gateway("True"), {}, "t1")  # type: ignore[arg-type]
+    second = stamp_transitions(gateway("True"), first, "t2")  # type: ignore[arg-type]
+    third = stamp_transitions(gateway("False"), second, "t3")  # type: ignore[arg-type]
+    times = [
+        (s[("Gateway", "ns", "gw")]["conditions"][0]["lastTransitionTime"],  # type: ignore[index]
+         s[("Gateway", "ns", "gw")]["listeners"][0]["conditions"][0]["lastTransitionTime"])  # type: ignore[index]
+        for s in (first, second, third)
+    ]
+    assert times == [("t1", "t1"), ("t1", "t1"), ("t3", "t1")]
