@@ -43,7 +43,7 @@ from providers.gatewayapi.objects import (
     ObjectSet,
     ParentRef,
 )
-from providers.gatewayapi.refs import hostname_intersection, namespace_allowed
+from providers.gatewayapi.refs import PROTOCOL_KINDS, hostname_intersection, namespace_allowed
 
 ObjectKey = tuple[str, str, str]  # kind, namespace ("" if cluster-scoped), name
 # Listener protocols each route kind can ride on.
@@ -194,9 +194,14 @@ def _listeners_for(
     if not candidates:
         return [], "NoMatchingParent", "no listener matches the parentRef's sectionName/port"
     gateway_ns = plan.gateway.meta.namespace
+    # Kinds as the listener writes them (or its protocol's default); whether the
+    # protocol can carry the kind is the next step, with its own reason (§2.2).
     allowed = [
         s for s in candidates
-        if any(k.kind == kind and k.group == GROUP for k in s.supported)
+        if any(
+            k.kind == kind and k.group == GROUP
+            for k in s.listener.kinds or PROTOCOL_KINDS.get(s.listener.protocol, ())
+        )
         and namespace_allowed(s.listener, gateway_ns, meta.namespace, objects)
     ]
     if not allowed:
