@@ -91,6 +91,10 @@ def make_providers(static: StaticConfig, base_dir: Path) -> list[Provider]:
         provider = FileProvider(static.providers.file, base_dir=base_dir)
         provider.manifests.default_address = static.providers.gateway_a_p_i.default_address
         providers.append(provider)
+    if static.providers.kubernetes is not None:
+        from providers.kubernetes.provider import KubernetesProvider
+
+        providers.append(KubernetesProvider(static.providers.kubernetes))
     return providers
 
 

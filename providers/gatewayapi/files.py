@@ -12,7 +12,7 @@ snapshot is kept on the reader, for the API.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,18 +50,18 @@ class ManifestReader:
         )
         origin = Origin(str(files[0][0])) if files else None
         config = decode_value(
-            DynamicConfig, _without_empty(translation.config), origin=origin, path=""
+            DynamicConfig, without_empty(translation.config), origin=origin, path=""
         )
         self.status = stamp_transitions(translation.status, self.status, now)
         self.problems = dict(parsed.problems)
         return config
 
 
-def _without_empty(config: dict[str, Any]) -> dict[str, Any]:
+def without_empty(config: Mapping[str, Any]) -> dict[str, Any]:
     """Drop empty sections: an empty ``tcp`` would still make an empty section."""
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             inner = {k: v for k, v in value.items() if v}
             if inner:
                 out[key] = inner

@@ -1,0 +1,8 @@
+"""Sluice's Kubernetes provider: Gateway API objects from a cluster, status written back.
+
+``provider.KubernetesProvider`` is the entry point; the other modules each own
+one job: ``credentials`` (finding the cluster), ``resources`` (which kinds in
+which versions, discovered), ``watcher`` (list+watch threads), ``cache`` (the
+raw objects), ``snapshot`` (objects -> configuration and status), ``status``
+(status merged and patched), ``lease`` (who writes status).
+"""
