@@ -13,16 +13,24 @@ under load neither reconnects every backend nor forgets a dead server.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.config.dynamic import DynamicConfig, HealthCheck, HTTPService, ServersTransport
+from gateway.config.dynamic import (
+    DynamicConfig,
+    HealthCheck,
+    HTTPConfig,
+    HTTPService,
+    ServersTransport,
+    WeightedService,
+)
 from gateway.config.errors import ConfigError
 from gateway.config.merge import collection_paused
 from gateway.config.rule import RuleSyntaxError
 from gateway.config.static import StaticConfig
 from gateway.http.balancer import Balancer, Failover, StatusBalancer, StickyCookie
 from gateway.http.health import HealthChecker, HealthTarget
+from gateway.http.member_split import build_split, member_middlewares
 from gateway.http.middleware_path import proxy_terminal
 from gateway.http.router_table import RouterTable, RouteSpec
 from gateway.http.routing import HTTPState, RouterRuntime, ServiceRuntime
@@ -30,7 +38,7 @@ from gateway.http.tls import build_client_tls
 from gateway.http.upstream import UpstreamServer
 from gateway.middleware_context import GenerationContext, MiddlewareResources
 from middleware.chains import Chain, ChainCompiler
-from middleware.contract import MiddlewareType
+from middleware.contract import Handler, MiddlewareType
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +160,10 @@ class Compiler:
                 names = (*self._entry_middlewares(ep), *router.middlewares)
                 if names == router.middlewares and shared is not None:
                     runtime = shared
+                elif member_middlewares(_weighted(http, router.service)):
+                    runtime = self._split_router(
+                        name, names, service, router.tls is not None, config, services, context
+                    )
                 else:
                     chain = self._chain(names, name, config, chains)
                     runtime = RouterRuntime(
@@ -197,6 +209,43 @@ class Compiler:
             context=context,
         )
         return compiled
+
+    def _split_router(
+        self,
+        name: str,
+        names: tuple[str, ...],
+        service: ServiceRuntime,
+        tls: bool,
+        config: DynamicConfig,
+        services: dict[str, ServiceRuntime],
+        context: GenerationContext,
+    ) -> RouterRuntime:
+        """A router to a weighted service whose members have middlewares (``member_split``)."""
+        http = config.http
+
+        def build_chain(
+            chain_names: Sequence[str], terminal: Handler, label: str
+        ) -> Handler | None:
+            compiler = ChainCompiler(
+                http.middlewares,
+                self.registry,
+                terminal,
+                context.for_middleware,
+                on_error=self.on_middleware_error,
+            )
+            chain = self._chain(tuple(chain_names), label, config, compiler)
+            return chain.handler if chain else None
+
+        runtime = RouterRuntime(
+            name=name, service=service, middleware_names=names, tls=tls
+        )
+        weighted = _weighted(http, service.name)
+        assert weighted is not None
+        split, member_routers = build_split(runtime, weighted, services, build_chain)
+        runtime.chain = build_chain(names, split, name) or split
+        for member_router in member_routers:
+            member_router.chain = runtime.chain
+        return runtime
 
     def commit(self, compiled: Compiled) -> None:
         """Record ``compiled`` as live; servers it dropped close their pools."""
@@ -342,3 +391,8 @@ class Compiler:
             else None
         )
         return Balancer(name, members, [s.weight for s in members], sticky=sticky)
+
+
+def _weighted(http: HTTPConfig, name: str) -> WeightedService | None:
+    service = http.services.get(name)
+    return service.weighted if service is not None else None

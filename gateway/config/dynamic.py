@@ -96,6 +96,9 @@ class WRRService:
 
     name: str = ""
     weight: int = 1
+    # Sluice addition (HTTP only): middlewares for the requests this member
+    # takes, after the router's own (Gateway API backendRef filters).
+    middlewares: tuple[str, ...] = ()
 
 
 @model

@@ -239,6 +239,11 @@ class _Checker:
                 self.unknown(f"{base}.services[{i}].name", "service", member.name, services)
             if member.weight < 0:
                 self.fail(f"{base}.services[{i}].weight", f"must be >= 0, got {member.weight}")
+            if member.middlewares:
+                self.fail(
+                    f"{base}.services[{i}].middlewares",
+                    "middlewares on a weighted member are for HTTP services only",
+                )
 
     def proxy_protocol(self, path: str, proxy: ProxyProtocol | None) -> None:
         if proxy is not None and proxy.version not in (1, 2):

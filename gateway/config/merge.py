@@ -270,7 +270,12 @@ def _service_refs(service: HTTPService, ref: Callable[[str], str]) -> HTTPServic
         )
     if service.weighted is not None:
         weighted = service.weighted
-        members = tuple(dataclasses.replace(m, name=ref(m.name)) for m in weighted.services)
+        members = tuple(
+            dataclasses.replace(
+                m, name=ref(m.name), middlewares=tuple(ref(n) for n in m.middlewares)
+            )
+            for m in weighted.services
+        )
         return dataclasses.replace(
             service, weighted=dataclasses.replace(weighted, services=members)
         )

@@ -150,6 +150,13 @@ class _Checker:
                 self.unknown(f"{base}.services[{i}].name", "service", member.name, services)
             if member.weight < 0:
                 self.fail(f"{base}.services[{i}].weight", f"must be >= 0, got {member.weight}")
+            middlewares = self.config.http.middlewares
+            for j, middleware in enumerate(member.middlewares):
+                if middleware not in middlewares:
+                    self.unknown(
+                        f"{base}.services[{i}].middlewares[{j}]", "middleware", middleware,
+                        middlewares,
+                    )
 
     def cycles(self) -> None:
         """Report each loop of weighted services once, where it is first entered."""

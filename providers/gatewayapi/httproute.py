@@ -193,13 +193,6 @@ def translate_http_route(
 
 def _unusable_match(rule: HTTPRule) -> str | None:
     """Why a match of ``rule`` cannot become a Sluice rule (a bad regexp), or None."""
-    weighted = [ref for ref in rule.backend_refs if ref.weight > 0]
-    if len(weighted) > 1 and any(ref.filters for ref in weighted):
-        # The runtime applies filters per router, before the weighted choice.
-        return (
-            "filters on a backendRef are supported only when it is the rule's one "
-            "backendRef with a weight (IncompatibleFilters)"
-        )
     for m, match in enumerate(rule.matches):
         try:
             parse(render(match_expr(match)))

@@ -24,6 +24,7 @@ Order of work (reference: /work/notes/gatewayapi-spec.md):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -290,16 +291,37 @@ def _translate_l4(
         if not item.state.entry_point or not members:
             continue
         router: dict[str, Any] = {"entryPoints": [item.state.entry_point], "service": service}
+        routers = out.config[section]["routers"]
+        if route.kind == "TLSRoute":
+            # One router per hostname: an exact name beats any wildcard, a
+            # longer wildcard a shorter one (as listeners are chosen, §2.4).
+            for h, hostname in enumerate(item.hostnames or ("*",)):
+                wildcard = hostname.startswith("*")
+                routers[f"{base}-a{a}-h{h}"] = {
+                    **router,
+                    "rule": _sni_matcher(hostname),
+                    "priority": (1 if wildcard else 2) * 1000 + len(hostname),
+                    "tls": {"passthrough": True},
+                }
+            continue
         if section == "tcp":
-            if route.kind == "TLSRoute":
-                hosts = item.hostnames or ("*",)
-                router["rule"] = " || ".join(f"HostSNI(`{h}`)" for h in hosts)
-                router["tls"] = {"passthrough": True}
-            else:
-                router["rule"] = "HostSNI(`*`)"
-        out.config[section]["routers"][f"{base}-a{a}"] = router
+            router["rule"] = "HostSNI(`*`)"
+        routers[f"{base}-a{a}"] = router
     _finish_parents(out, (route.kind, route.meta.namespace, route.meta.name), problems,
                     route.meta.generation)
+
+
+def _sni_matcher(hostname: str) -> str:
+    """A TLSRoute hostname as a TCP rule matcher.
+
+    A Gateway API wildcard covers any number of labels (``*.com`` matches
+    ``a.b.com``), Sluice's ``HostSNI(`*.x`)`` exactly one: wildcards become a
+    regexp on the suffix.
+    """
+    if hostname.startswith("*.") and hostname != "*":
+        suffix = re.escape(hostname[1:])
+        return f"HostSNIRegexp(`^.+{suffix}$`)"
+    return f"HostSNI(`{hostname}`)"
 
 
 def _unsupported(out: Translation, key: ObjectKey, problem: str, generation: int) -> None:

@@ -306,3 +306,40 @@ def test_transition_times_are_kept_while_a_condition_holds() -> None:
         for s in (first, second, third)
     ]
     assert times == [("t1", "t1"), ("t1", "t1"), ("t3", "t1")]
+
+
+BACKEND_FILTER_ROUTE = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [split.example.test]
+  rules:
+    - backendRefs:
+        - name: app
+          port: 80
+          filters:
+            - type: RequestHeaderModifier
+              requestHeaderModifier: {set: [{name: X-Backend, value: one}]}
+        - {name: app, port: 80}
+"""
+
+
+async def test_backendref_filters_apply_to_their_share_only(tmp_path: Path) -> None:
+    """With two weighted backendRefs, one's filter applies to the requests it takes only."""
+    backend = await RecordingBackend().start()
+    port = await closed_port()
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.yaml").write_text(manifests(port, backend.port) + BACKEND_FILTER_ROUTE)
+    gw = await start_gateway(tmp_path, "", static=STATIC)
+    try:
+        for _ in range(6):
+            assert await ask(port, "split.example.test", "/") == 200
+        seen = sorted(str(r.header("x-backend")) for r in backend.requests)
+        assert seen == ["None"] * 3 + ["one"] * 3
+    finally:
+        await gw.stop()
+        await backend.close()

@@ -436,20 +436,15 @@ def test_rule_filters_run_in_order_then_the_single_backends_own() -> None:
     ]
 
 
-def test_backend_filters_with_shared_traffic_drop_the_rule() -> None:
-    """Filters on one of several weighted backendRefs cannot be honoured: the rule is dropped.
-
-    Sluice runs filters per router, before the weighted choice; applying them
-    to all the traffic (or none) would be wrong, so the rule goes, reported.
-    """
+def test_backend_filters_of_shared_traffic_ride_on_the_weighted_member() -> None:
+    """With several backendRefs, each one's filters go on its weighted member only (§2.7)."""
     rule = HTTPRule(backend_refs=(backend("infra-backend-v1", filters=(set_header("X"),)),
                                   backend("infra-backend-v2")))  # fmt: skip
     t = translate_http_route(route("r", rule), [WEB], resolve)
-    assert t.routers == {}
-    assert [(kind, reason) for kind, reason, _ in t.problems] == [
-        ("Accepted", "UnsupportedValue")
-    ]
-    assert "IncompatibleFilters" in t.problems[0][2]
+    assert "middlewares" not in only_router(t)
+    first, second = rule_service(t)["weighted"]["services"]
+    assert [n.rsplit("-r0-", 1)[1] for n in first["middlewares"]] == ["b0-f0-request-headers"]
+    assert "middlewares" not in second
 
 
 def test_redirects_are_defined_per_listener() -> None:

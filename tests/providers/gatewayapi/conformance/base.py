@@ -328,3 +328,74 @@ def tls_secret(tmp_path: Path, namespace: str, name: str, hosts: list[str]) -> t
         "metadata": {"name": name, "namespace": namespace}, "data": data,
     })
     return "---\n" + text, ca.cert_path
+
+
+# --- helpers for the test_more_* modules (appended; the ones above are unchanged) ---
+
+
+async def https_request(
+    address: str, port: int, cafile: Path, sni: str, host: str, path: str = "/",
+    *, method: str = "GET",
+) -> Reply:
+    """One HTTP/1.1 request over TLS (the suite's ``MakeTLSRequest``: SNI and Host apart)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cafile))
+    reader, writer = await asyncio.open_connection(
+        address, port, ssl=context, server_hostname=sni
+    )
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        return await read_reply(reader)
+    finally:
+        writer.close()
+
+
+async def mirror_copies_settled() -> None:
+    """Wait until every RequestMirror copy in flight has been answered.
+
+    Copies are fire-and-forget tasks of ``middleware/http/gateway_mirror.py``
+    running in this event loop (the gateway runs in-process); a copy's task
+    ends only after the mirror's answer, so the mirror has recorded it by then.
+    """
+    mine = asyncio.current_task()
+    copies = [
+        task for task in asyncio.all_tasks()
+        if task is not mine and "_Mirror._send" in task.get_coro().__qualname__  # type: ignore[union-attr]
+    ]
+    await asyncio.gather(*copies, return_exceptions=True)
+
+
+async def tls_echo(certfile: Path, keyfile: Path, pod: str) -> asyncio.Server:
+    """A TLS server answering one HTTP request with ``{"pod": pod}`` (passthrough backends)."""
+    import json
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            body = json.dumps({"pod": pod, "namespace": INFRA}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+
+
+def services_yaml(
+    entries: Iterable[tuple[str, str, int, int]], *, protocol: str = "TCP"
+) -> str:
+    """Services + EndpointSlices for (namespace, name, service port, backend port) entries."""
+    docs: list[dict[str, Any]] = []
+    for namespace, name, port, backend_port in entries:
+        docs.extend(service_manifests(namespace, name, [("", port, "")], backend_port,
+                                      protocol=protocol))
+    return "---\n" + yaml.safe_dump_all(docs)
