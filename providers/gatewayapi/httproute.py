@@ -63,7 +63,7 @@ from providers.gatewayapi.httproute_filters import (
     build_filters,
     server_url,
 )
-from providers.gatewayapi.httproute_rules import match_expr, priority, rule_text
+from providers.gatewayapi.httproute_rules import host_expr, match_expr, priority, rule_text
 from providers.gatewayapi.objects import BackendRef, HTTPFilter, HTTPRoute, HTTPRule, Retry
 
 __all__ = [
@@ -96,6 +96,9 @@ class Attachment:
     hostnames: tuple[str, ...]  # intersected hostnames (spec §2.3); () = any host
     listener_port: int  # redirects default to it
     tls: bool  # HTTPS listener
+    # Hostnames of more specific listeners on the same port: their requests
+    # are theirs alone (listener isolation), so this listener's routes skip them.
+    excluded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +172,7 @@ def translate_http_route(
                     name = f"{base}-a{a}-r{index}-m{m}"
                     name += f"-h{h}" if attachment.hostnames else ""
                     router: dict[str, Any] = {
-                        "rule": rule_text(host, match),
+                        "rule": _isolated(rule_text(host, match), attachment.excluded),
                         "priority": priority(
                             host, match, rank=rank, route_count=route_count, position=first + m
                         ),
@@ -189,6 +192,14 @@ def translate_http_route(
         out.problems.append((kind, "UnsupportedValue", "; ".join(dropped)))
     out.problems[:] = list(dict.fromkeys(out.problems))
     return out
+
+
+def _isolated(rule: str, excluded: tuple[str, ...]) -> str:
+    """``rule`` that does not take the hosts of more specific listeners."""
+    if not excluded:
+        return rule
+    others = [render(host_expr(host)) for host in excluded]
+    return f"({rule}) && !({' || '.join(others)})"
 
 
 def _unusable_match(rule: HTTPRule) -> str | None:

@@ -44,7 +44,12 @@ from providers.gatewayapi.objects import (
     ObjectSet,
     ParentRef,
 )
-from providers.gatewayapi.refs import PROTOCOL_KINDS, hostname_intersection, namespace_allowed
+from providers.gatewayapi.refs import (
+    PROTOCOL_KINDS,
+    host_matches,
+    hostname_intersection,
+    namespace_allowed,
+)
 
 ObjectKey = tuple[str, str, str]  # kind, namespace ("" if cluster-scoped), name
 # Listener protocols each route kind can ride on.
@@ -140,6 +145,7 @@ def translate(
 class _Attached:
     state: ListenerState
     hostnames: tuple[str, ...]
+    siblings: list[ListenerState] = field(default_factory=list)  # the Gateway's listeners
 
 
 def _attach(
@@ -213,11 +219,11 @@ def _listeners_for(
     matched: list[_Attached] = []
     for state in carriers:
         if kind in ("TCPRoute", "UDPRoute"):
-            matched.append(_Attached(state, ()))
+            matched.append(_Attached(state, (), plan.listeners))
             continue
         common = hostname_intersection(state.listener.hostname, hostnames)
         if common is not None:
-            matched.append(_Attached(state, common))
+            matched.append(_Attached(state, common, plan.listeners))
     if not matched:
         return [], "NoMatchingListenerHostname", "no listener hostname intersects the route's"
     return matched, "Accepted", ""
@@ -242,6 +248,7 @@ def _translate_http(
             hostnames=a.hostnames,
             listener_port=a.state.listener.port,
             tls=a.state.listener.protocol == "HTTPS",
+            excluded=_more_specific(a.state, a.siblings),
         )
         for a in usable
     ]
@@ -309,6 +316,29 @@ def _translate_l4(
         routers[f"{base}-a{a}"] = router
     _finish_parents(out, (route.kind, route.meta.namespace, route.meta.name), problems,
                     route.meta.generation)
+
+
+def _more_specific(state: ListenerState, siblings: list[ListenerState]) -> tuple[str, ...]:
+    """Hostnames of the listeners sharing ``state``'s entry point that lie within its own.
+
+    Listener isolation: a request for such a host belongs to that listener's
+    routes only, even when this (less specific) listener's routes match it.
+    """
+    mine = state.listener.hostname
+    found: list[str] = []
+    for other in siblings:
+        host = other.listener.hostname
+        if (
+            other is state
+            or other.entry_point != state.entry_point
+            or not host
+            or host == mine
+            or other.listener.protocol not in ("HTTP", "HTTPS")
+        ):
+            continue
+        if not mine or host_matches(mine, host):
+            found.append(host)
+    return tuple(sorted(set(found)))
 
 
 def _sni_matcher(hostname: str) -> str:

@@ -64,17 +64,9 @@ ISOLATION = isolation("http-listener-isolation", "", "") + isolation(
 HOSTS = ("bar.com", "bar.example.com", "bar.foo.example.com", "abc.foo.example.com")
 
 
-NO_ISOLATION = pytest.mark.xfail(strict=True, reason=(
-    "Sluice does not isolate HTTP listeners: a route of a less specific listener "
-    "(empty hostname, *.example.com) still answers a Host that a more specific listener "
-    "of the same port takes (bar.example.com, bar.foo.example.com, abc.foo.example.com)"
-))
-
-
-@pytest.mark.parametrize("gateway", [
-    pytest.param("http-listener-isolation", marks=NO_ISOLATION),
-    pytest.param("http-listener-isolation-with-hostname-intersection", marks=NO_ISOLATION),
-])
+@pytest.mark.parametrize(
+    "gateway", ["http-listener-isolation", "http-listener-isolation-with-hostname-intersection"]
+)
 async def test_http_listener_isolation(tmp_path: Path, gateway: str) -> None:
     """GatewayHTTPListenerIsolation: a request reaches only the most specific listener's routes."""
     async with running(tmp_path, ISOLATION) as s:
