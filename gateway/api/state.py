@@ -109,11 +109,19 @@ class GatewayState:
             reader = getattr(provider, "manifests", None)
             status = getattr(reader, "status", None) or getattr(provider, "status", None) or {}
             for (kind, namespace, name), item in sorted(status.items()):
-                entry: dict[str, Any] = {"kind": kind, "name": name, "provider": provider.name}
+                metadata: dict[str, Any] = {"name": name}
                 if namespace:
-                    entry["namespace"] = namespace
-                entry["status"] = item
-                out.append(entry)
+                    metadata["namespace"] = namespace
+                # Kubernetes' shape, so tools written against a cluster read it as is.
+                out.append(
+                    {
+                        "apiVersion": "gateway.networking.k8s.io/v1",
+                        "kind": kind,
+                        "metadata": metadata,
+                        "status": item,
+                        "provider": provider.name,
+                    }
+                )
         return out
 
     def entry_points(self) -> list[dict[str, Any]]:

@@ -94,7 +94,9 @@ def plan_gateway(
         name = entry_point_name(base, listener.port, listener.protocol)
         state.entry_point = name
         suffix = "/udp" if listener.protocol == "UDP" else ""
-        entry_points[name] = {"address": f"{host}:{listener.port}{suffix}"}
+        # SO_REUSEPORT: two replicas on one host serve the same listeners side
+        # by side, and a restart hands over without refusing a connection.
+        entry_points[name] = {"address": f"{host}:{listener.port}{suffix}", "reusePort": True}
         state.set("Programmed", "True", "Programmed")
         state.conditions.setdefault("ResolvedRefs", ("ResolvedRefs", "True", "ResolvedRefs", ""))
         state.conditions.setdefault("Conflicted", ("Conflicted", "False", "NoConflicts", ""))

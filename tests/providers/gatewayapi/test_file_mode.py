@@ -99,7 +99,9 @@ async def test_gateway_httproute_and_service_from_files_serve(tmp_path: Path) ->
         gateway = status[("Gateway", "default", "edge")]
         assert gateway["listeners"][0]["attachedRoutes"] == 1
         listed = GatewayState(gw.gateway).gateway_api()
-        assert [(i["kind"], i.get("namespace", ""), i["name"]) for i in listed] == [
+        assert [
+            (i["kind"], i["metadata"].get("namespace", ""), i["metadata"]["name"]) for i in listed
+        ] == [
             ("Gateway", "default", "edge"),
             ("GatewayClass", "", "sluice"),
             ("HTTPRoute", "default", "app"),
