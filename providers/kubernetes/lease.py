@@ -29,6 +29,9 @@ from kubernetes.client.exceptions import ApiException
 
 logger = logging.getLogger(__name__)
 
+# The Lease calls below, as RBAC names them: read (get), create, replace (update).
+VERBS = ("get", "create", "update")
+
 
 def _micro_time() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -6,8 +6,12 @@
    (``resources.discover``); a failure yields a ``ConfigError`` and is retried
    with backoff, so a gateway started before its cluster is reachable comes up
    once it is;
-2. starts one list+watch thread per kind and namespace (``watcher``), feeding
-   the cache on the loop's thread;
+2. starts one list+watch thread per kind and namespace (``watches``),
+   feeding the cache on the loop's thread; discovery runs again every
+   ``discovery_interval`` (60 s) and at once when a watch gets 404, and the
+   watches follow it: a CRD installed after Sluice started is picked up
+   without a restart, a deleted one (missed by two discoveries in a row) is
+   dropped with its objects;
 3. once every watch has listed once (a snapshot of a half-listed cluster would
    route to Services not yet seen), and then after every burst of changes
    (debounced: ``QUIET`` without events ends a burst, ``BURST_LIMIT`` caps the
@@ -45,12 +49,17 @@ from providers.kubernetes.lease import LeaseElector
 from providers.kubernetes.resources import Resource, discover
 from providers.kubernetes.snapshot import Build, build
 from providers.kubernetes.status import StatusWriter, now_rfc3339
-from providers.kubernetes.watcher import Backoff, Event, Replace, Watcher
+from providers.kubernetes.watcher import Backoff, Watcher
+from providers.kubernetes.watches import WatchSet, describe
 
 logger = logging.getLogger(__name__)
 
 QUIET = 0.1  # seconds without events that end a burst
 BURST_LIMIT = 1.0  # longest a burst may delay a snapshot
+# How often discovery runs again. A CRD install is rare and an operator can
+# wait a minute for it; discovery costs one request per served group version.
+DISCOVERY_INTERVAL = 60.0
+CONFIRM_AFTER = 5.0  # longest wait for the discovery confirming that a kind is gone
 
 Snapshot = DynamicConfig | ConfigError
 
@@ -70,6 +79,7 @@ class KubernetesProvider:
         identity: str = "",
         backoff: Backoff | None = None,
         watch_timeout: int = 300,
+        discovery_interval: float = DISCOVERY_INTERVAL,
     ) -> None:
         self.config = config
         self._environ = environ
@@ -78,12 +88,19 @@ class KubernetesProvider:
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._backoff = backoff or Backoff()
         self._watch_timeout = watch_timeout
+        self._discovery_interval = discovery_interval
         self.status: dict[ObjectKey, dict[str, Any]] = {}
         self.invalid: dict[ObjectKey, str] = {}
         self.problems: dict[tuple[str, str, str], str] = {}
-        self.watchers: list[Watcher] = []
+        self.watches: WatchSet | None = None
+        self.discoveries = 0  # discovery runs after the first (for tests and the log)
         self.elector: LeaseElector | None = None
         self.writer: StatusWriter | None = None
+
+    @property
+    def watchers(self) -> list[Watcher]:
+        """The watchers running now."""
+        return self.watches.watchers if self.watches is not None else []
 
     async def snapshots(self) -> AsyncGenerator[Snapshot, None]:
         """Snapshots of the cluster, from the first complete list on; see the module docstring."""
@@ -102,9 +119,16 @@ class KubernetesProvider:
         tasks: list[asyncio.Task[None]] = []
         try:
             cache = ObjectCache(self.config.namespaces)
-            synced = self._start_watchers(api, resources, cache)
+            rediscover = asyncio.Event()
+            self.watches = WatchSet(
+                api, cache, self.config.namespaces, backoff=self._backoff,
+                watch_timeout=self._watch_timeout, on_missing=rediscover.set,
+            )
+            self.watches.update(resources)
             self.writer = StatusWriter(api, cache, resources, backoff=self._backoff)
             tasks.append(asyncio.create_task(self.writer.run()))
+            tasks.append(asyncio.create_task(
+                self._rediscover(api, self.watches, self.writer, rediscover)))
             if self.config.lease_namespace:
                 self.elector = LeaseElector(
                     api, namespace=self.config.lease_namespace, name=self.config.lease_name,
@@ -114,7 +138,7 @@ class KubernetesProvider:
                 tasks.append(asyncio.create_task(self.elector.run()))
             else:
                 self.writer.lead(True)
-            await synced.wait()
+            await self.watches.synced.wait()
             logger.info("kubernetes provider: listed %d objects", len(cache))
             last: object = None
             while True:
@@ -131,8 +155,8 @@ class KubernetesProvider:
                     yield result.config
                 await _settle(cache.changed)
         finally:
-            for watcher in self.watchers:
-                watcher.stop()
+            if self.watches is not None:
+                self.watches.stop()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -140,8 +164,8 @@ class KubernetesProvider:
                     await task
             if self.elector is not None:
                 await self.elector.release()
-            for watcher in self.watchers:
-                await asyncio.to_thread(watcher.join, 5.0)
+            if self.watches is not None:
+                await self.watches.join(5.0)
             _close(api)
 
     def _connect(self) -> tuple[client.ApiClient, list[Resource]]:
@@ -161,43 +185,57 @@ class KubernetesProvider:
         logger.info("kubernetes provider: using %s", credentials.source)
         if missing:
             logger.warning("kubernetes provider: the cluster does not serve %s; those kinds are "
-                           "ignored", ", ".join(missing))
+                           "ignored until it does (discovery runs every %.0fs)",
+                           ", ".join(missing), self._discovery_interval)
         return api, resources
 
-    def _start_watchers(
-        self, api: client.ApiClient, resources: list[Resource], cache: ObjectCache
-    ) -> asyncio.Event:
-        """Start every watch; the event returned is set once each has listed once."""
-        loop = asyncio.get_running_loop()
-        synced = asyncio.Event()
-        pending: set[int] = set()
+    async def _rediscover(
+        self, api: client.ApiClient, watches: WatchSet, writer: StatusWriter,
+        wake: asyncio.Event,
+    ) -> None:
+        """Run discovery every ``discovery_interval``, or when ``wake`` is set; follow it.
 
-        def arrive(index: int, change: Replace | Event) -> None:
-            cache.apply(change)
-            if isinstance(change, Replace) and index in pending:
-                pending.discard(index)
-                if not pending:
-                    synced.set()
-
-        def sink_for(index: int) -> Any:
-            def sink(change: Replace | Event) -> None:
-                with contextlib.suppress(RuntimeError):  # the loop closed while we stopped
-                    loop.call_soon_threadsafe(arrive, index, change)
-            return sink
-
-        namespaces: list[str | None] = list(self.config.namespaces) or [None]
-        self.watchers = []
-        for resource in resources:
-            for namespace in namespaces if resource.namespaced else [None]:
-                index = len(self.watchers)
-                pending.add(index)
-                self.watchers.append(Watcher(
-                    api, resource, namespace, sink_for(index), backoff=self._backoff,
-                    watch_timeout=self._watch_timeout,
-                ))
-        for watcher in self.watchers:
-            watcher.start()
-        return synced
+        A kind is dropped only when two discoveries in a row miss it, the second
+        within ``CONFIRM_AFTER`` (sooner when its watch's 404 wakes us): dropping
+        takes its routes out of service, and one odd discovery answer (a CRD
+        being updated) must not do that.
+        """
+        absent: set[tuple[str, str]] = set()  # kinds the last discovery missed once
+        while True:
+            delay = min(CONFIRM_AFTER, self._discovery_interval) if absent \
+                else self._discovery_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+            wake.clear()
+            try:
+                found, _ = await asyncio.to_thread(discover, api)
+            except Exception as exc:  # unreachable or refusing: keep what is watched
+                logger.warning("kubernetes provider: discovery failed (%s); the kinds watched "
+                               "stay as they are", exc)
+                continue
+            self.discoveries += 1
+            kinds = {(r.group, r.kind) for r in found}
+            missing = [r for r in watches.resources if (r.group, r.kind) not in kinds]
+            unconfirmed = [r for r in missing if (r.group, r.kind) not in absent]
+            absent = {(r.group, r.kind) for r in unconfirmed}
+            if unconfirmed:
+                logger.info("kubernetes provider: discovery misses %s; checking again",
+                            describe(unconfirmed))
+            started, stopped = watches.update([*found, *unconfirmed])
+            if not started and not stopped:
+                continue
+            old = {(r.group, r.kind) for r in stopped}
+            new = {(r.group, r.kind) for r in started}
+            if gone := [r for r in stopped if (r.group, r.kind) not in new]:
+                logger.warning("kubernetes provider: the cluster no longer serves %s; its "
+                               "objects are dropped", describe(gone))
+            if moved := [r for r in started if (r.group, r.kind) in old]:
+                logger.info("kubernetes provider: now watching %s in a new version",
+                            describe(moved))
+            if came := [r for r in started if (r.group, r.kind) not in old]:
+                logger.info("kubernetes provider: the cluster now serves %s; watching it",
+                            describe(came))
+            writer.use(watches.resources)
 
     def _keep(self, result: Build) -> None:
         for key, message in result.invalid.items():

@@ -8,6 +8,9 @@ priority order that does, among the versions the parser reads. A kind the
 cluster does not serve (no TCPRoute CRD installed, say) is left out and
 logged; the provider works with the rest.
 
+``permissions`` says what all this needs from RBAC; the example manifests'
+ClusterRole is tested against it.
+
 Every list call returns the raw response (``_preload_content=False``) so the
 cache keeps plain JSON mappings, the shape the parser reads in file mode too.
 """
@@ -25,6 +28,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from providers.gatewayapi.objects import GROUP, SLUICE_GROUP
+from providers.kubernetes import lease
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,32 @@ _CRDS: dict[tuple[str, str], tuple[str, bool, tuple[str, ...], bool]] = {
     (GROUP, "ReferenceGrant"): ("referencegrants", True, ("v1", "v1beta1", "v1alpha2"), False),
     (SLUICE_GROUP, "Middleware"): ("middlewares", True, ("v1alpha1",), False),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """One RBAC grant the provider needs: ``verbs`` on ``resource`` of API group ``group``."""
+
+    group: str
+    resource: str  # plural, or ``<plural>/status``
+    verbs: tuple[str, ...]
+    namespaced_only: bool = False  # needed only in one namespace (a Role suffices)
+
+
+def permissions() -> list[Permission]:
+    """Every grant the provider may use, for any kind it can discover.
+
+    list and watch on every kind it reads; patch on the status subresource of
+    the kinds it reports on; get, create and update on Leases, in the lease
+    namespace only. Discovery needs none: every authenticated client may read it.
+    """
+    kinds = [(r.group, r.plural, r.has_status) for r in CORE]
+    kinds += [(group, plural, status) for (group, _), (plural, _, _, status) in _CRDS.items()]
+    out = [Permission(group, plural, ("list", "watch")) for group, plural, _ in kinds]
+    out += [Permission(group, f"{plural}/status", ("patch",))
+            for group, plural, status in kinds if status]
+    out.append(Permission("coordination.k8s.io", "leases", lease.VERBS, namespaced_only=True))
+    return out
 
 
 def discover(api: client.ApiClient, timeout: float = 30.0) -> tuple[list[Resource], list[str]]:

@@ -162,6 +162,11 @@ class StatusWriter:
         self._wanted = dict(status)
         self._wake.set()
 
+    def use(self, resources: Sequence[Resource]) -> None:
+        """The resources discovery now finds (kinds come and go, versions change)."""
+        self._resources = {r.kind: r for r in resources if r.has_status}
+        self._wake.set()
+
     def lead(self, leading: bool) -> None:
         self._leading = leading
         self._wake.set()

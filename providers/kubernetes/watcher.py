@@ -20,7 +20,10 @@ The loop is client-go's reflector:
 * ``410 Gone`` (the version was compacted away), as an HTTP status or as an
   ``ERROR`` event: relist at once;
 * any other failure: back off exponentially (with jitter, capped), then
-  relist — the state missed meanwhile is unknown.
+  relist — the state missed meanwhile is unknown. A ``404 Not Found`` (the
+  kind's CRD was deleted, or its version no longer served) is reported to
+  ``on_missing`` first, so the provider can re-run discovery and retire the
+  watcher rather than let it retry forever.
 
 Invariant: events reach the cache in the order the server sent them, through
 ``sink`` (called on this thread; the provider hops to its loop).
@@ -91,6 +94,7 @@ class Watcher:
         *,
         backoff: Backoff | None = None,
         watch_timeout: int = 300,
+        on_missing: Callable[[], None] | None = None,
     ) -> None:
         self.resource = resource
         self.namespace = namespace
@@ -98,6 +102,7 @@ class Watcher:
         self._sink = sink
         self._backoff = backoff or Backoff()
         self._watch_timeout = watch_timeout
+        self._on_missing = on_missing
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._response: Any = None
@@ -126,6 +131,10 @@ class Watcher:
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         version: str | None = None
         failures = 0
@@ -143,6 +152,8 @@ class Watcher:
                     logger.info("kubernetes provider: %s: resourceVersion expired; relisting",
                                 self.label)
                     continue
+                if exc.status == 404 and self._on_missing is not None:
+                    self._on_missing()
                 failures += 1
                 self._pause(failures, f"HTTP {exc.status} {exc.reason}")
             except Exception as exc:  # network errors come in many classes; all mean "retry"

@@ -10,6 +10,11 @@ the ``status`` subresource with JSON merge patch (RFC 7386), the patch's
 ``metadata.resourceVersion`` a precondition; ``generation`` bumped when
 ``spec`` changes. List items come without ``apiVersion``/``kind``, as from
 the real server. Every request is logged in ``requests`` in arrival order.
+
+CRD kinds (the groups in ``served``) answer only in the versions served:
+``serve`` and ``unserve`` install and remove a kind's version while running,
+as applying or deleting its CRD does (removing ends that version's watches;
+a list or watch of a version not served is 404 Not Found).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     (GW, "referencegrants"): ("ReferenceGrant", True),
     ("sluice.dev", "middlewares"): ("Middleware", True),
 }
+_BUILT_IN_GROUPS = ("", "discovery.k8s.io", "coordination.k8s.io")
 PLURALS = {(group, kind): plural for (group, plural), (kind, _) in RESOURCES.items()}
 # What the CRD bundle serves: group -> version -> kinds (first version preferred).
 DEFAULT_SERVED: dict[str, dict[str, tuple[str, ...]]] = {
@@ -70,6 +76,7 @@ class _Subscription:
     plural: str
     namespace: str | None
     bookmarks: bool
+    version: str = "v1"
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
 
 
@@ -98,7 +105,8 @@ class FakeAPIServer:
     """A Kubernetes API server stand-in; ``url`` once started."""
 
     def __init__(self, served: dict[str, dict[str, tuple[str, ...]]] | None = None) -> None:
-        self.served = served if served is not None else DEFAULT_SERVED
+        source = served if served is not None else DEFAULT_SERVED
+        self.served = {g: dict(versions) for g, versions in source.items()}
         self.objects: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         self.version = 100
         self.compacted = 0
@@ -181,8 +189,33 @@ class FakeAPIServer:
                 subscription.queue.put_nowait({"type": "BOOKMARK", "object": {
                     "kind": kind, "metadata": {"resourceVersion": str(self.version)}}})
 
-    def watching(self, plural: str) -> int:
-        return sum(1 for s in self._subscriptions if s.plural == plural)
+    def serve(self, group: str, version: str, kind: str) -> None:
+        """Serve ``kind`` in ``group/version`` from now on (its CRD applied)."""
+        versions = self.served.setdefault(group, {})
+        if kind not in versions.get(version, ()):
+            versions[version] = (*versions.get(version, ()), kind)
+        self._notify()
+
+    def unserve(self, group: str, version: str, kind: str) -> None:
+        """Stop serving ``kind`` in ``group/version``, ending its watches there."""
+        versions = self.served.get(group, {})
+        left = tuple(k for k in versions.get(version, ()) if k != kind)
+        if left:
+            versions[version] = left
+        else:
+            versions.pop(version, None)
+        if not versions:
+            self.served.pop(group, None)
+        plural = PLURALS[(group, kind)]
+        for subscription in list(self._subscriptions):
+            if (subscription.group, subscription.plural, subscription.version) == (
+                    group, plural, version):
+                subscription.queue.put_nowait(None)
+        self._notify()
+
+    def watching(self, plural: str, version: str | None = None) -> int:
+        return sum(1 for s in self._subscriptions
+                   if s.plural == plural and version in (None, s.version))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
         """Wait until ``predicate()`` holds; it is checked after every request and change."""
@@ -263,9 +296,9 @@ class FakeAPIServer:
         if parts == ["apis"]:
             return web.json_response(self._groups())
         if parts[:1] == ["api"] and len(parts) >= 2:
-            group, rest = "", parts[2:]
+            group, version, rest = "", parts[1], parts[2:]
         elif parts[:1] == ["apis"] and len(parts) >= 3:
-            group, rest = parts[1], parts[3:]
+            group, version, rest = parts[1], parts[2], parts[3:]
             if not rest:
                 return self._resource_list(group, parts[2])
         else:
@@ -277,12 +310,17 @@ class FakeAPIServer:
         if not rest or (group, rest[0]) not in RESOURCES:
             return _status(404, "NotFound", f"{request.path} not found")
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
+        kind = RESOURCES[(group, plural)][0]
+        if group in self._crd_groups() and kind not in self.served.get(group, {}).get(
+                version, ()):
+            return _status(404, "NotFound", f"the server could not find the requested resource "
+                           f"({group}/{version} {plural})")
         sub = rest[2] if len(rest) > 2 else None
         if name is None:
             if request.method == "POST":
                 return self._create(group, plural, namespace, body)
             if request.query.get("watch") in ("true", "1"):
-                return await self._watch(request, group, plural, namespace)
+                return await self._watch(request, group, version, plural, namespace)
             return self._list(request, group, plural, namespace)
         key = (namespace or "", name)
         current = self.objects.get((group, plural), {}).get(key)
@@ -367,8 +405,12 @@ class FakeAPIServer:
                                   "metadata": {"resourceVersion": str(self.version)},
                                   "items": items})
 
+    def _crd_groups(self) -> set[str]:
+        return {group for group, _ in PLURALS if group not in _BUILT_IN_GROUPS}
+
     async def _watch(
-        self, request: web.Request, group: str, plural: str, namespace: str | None
+        self, request: web.Request, group: str, version: str, plural: str,
+        namespace: str | None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
@@ -380,9 +422,10 @@ class FakeAPIServer:
                 "reason": "Expired", "message": f"too old resource version: {start}"}})
             return response
         subscription = _Subscription(group, plural, namespace,
-                                     request.query.get("allowWatchBookmarks") in ("true", "1"))
-        for version, g, p, type_, obj in self.log:
-            if version > start and (g, p) == (group, plural) and \
+                                     request.query.get("allowWatchBookmarks") in ("true", "1"),
+                                     version)
+        for at, g, p, type_, obj in self.log:
+            if at > start and (g, p) == (group, plural) and \
                     self._selected(request, group, plural, namespace, obj):
                 subscription.queue.put_nowait({"type": type_, "object": obj})
         self._subscriptions.add(subscription)
