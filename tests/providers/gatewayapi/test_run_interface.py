@@ -68,3 +68,40 @@ async def test_gateway_run_serves_a_manifest_directory(tmp_path: Path) -> None:
     finally:
         await process.kill()
         await backend.close()
+
+
+async def test_two_replicas_share_the_listeners_and_hand_over(tmp_path: Path) -> None:
+    """Two gateways on one host serve one Gateway port (SO_REUSEPORT); after one stops,
+    the other answers every new connection."""
+    backend = await RecordingBackend().start()
+    port = free_port()
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "app.yaml").write_text(manifests(port, backend.port))
+    replicas: list[GatewayProcess] = []
+    try:
+        for index in range(2):
+            api = free_port()
+            static = tmp_path / f"static{index}.yaml"
+            static.write_text(
+                f"providers:\n  file:\n    directory: {folder}\n"
+                f'api:\n  address: "127.0.0.1:{api}"\n'
+            )
+            log = tmp_path / f"gw{index}.log"
+            replica = GatewayProcess(
+                await launch("run", "--config", str(static), cwd=tmp_path, log=log), log
+            )
+            replicas.append(replica)
+            await replica.wait_ready(api)
+        first, second = replicas
+        assert (await http_request(port, get("app.example.test", "/app"))).status == 200
+        first.proc.terminate()
+        assert await first.proc.wait() == 0
+        # The port stays open in the second replica: every new connection is served.
+        for _ in range(20):
+            assert (await http_request(port, get("app.example.test", "/app"))).status == 200
+        assert second.proc.returncode is None
+    finally:
+        for replica in replicas:
+            await replica.kill()
+        await backend.close()
