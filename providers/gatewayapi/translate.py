@@ -37,6 +37,7 @@ from providers.gatewayapi.listeners import GatewayPlan, ListenerState, plan_gate
 from providers.gatewayapi.objects import (
     CONTROLLER,
     GROUP,
+    SLUICE_GROUP,
     BackendRef,
     Gateway,
     HTTPRoute,
@@ -110,9 +111,12 @@ def translate(
         for state in plan.listeners:
             if state.entry_point:
                 config["tls"]["certificates"].extend(state.certificates)
-    for namespace, name in objects.middlewares:
-        middleware = objects.middlewares[(namespace, name)]
-        config["http"]["middlewares"][extension_name(namespace, name)] = dict(middleware.spec)
+    # A Middleware is defined where it is used: HTTP middlewares and TCP/UDP
+    # ones have different types, and every defined one must decode.
+    for namespace, name in sorted(_http_extension_refs(objects)):
+        middleware = objects.middlewares.get((namespace, name))
+        if middleware is not None:
+            config["http"]["middlewares"][extension_name(namespace, name)] = dict(middleware.spec)
     extensions = set(objects.middlewares)
     ranks = route_ranks(objects.http_routes.values())
     for key, route in sorted(objects.http_routes.items()):
@@ -294,10 +298,17 @@ def _translate_l4(
     service = f"{base}-all"
     if members:
         services[service] = {"weighted": {"services": members}}
+    chain, missing = _l4_middlewares(out, route, objects, section)
+    if missing:
+        # Fail closed: a route whose allowlist or limit is missing is not served.
+        problems.insert(0, ("Accepted", "UnsupportedValue", missing))
+        members = []
     for a, item in enumerate(attached):
         if not item.state.entry_point or not members:
             continue
         router: dict[str, Any] = {"entryPoints": [item.state.entry_point], "service": service}
+        if chain:
+            router["middlewares"] = chain
         routers = out.config[section]["routers"]
         if route.kind == "TLSRoute":
             # One router per hostname: an exact name beats any wildcard, a
@@ -316,6 +327,48 @@ def _translate_l4(
         routers[f"{base}-a{a}"] = router
     _finish_parents(out, (route.kind, route.meta.namespace, route.meta.name), problems,
                     route.meta.generation)
+
+
+MIDDLEWARES_ANNOTATION = "sluice.dev/middlewares"
+
+
+def _http_extension_refs(objects: ObjectSet) -> set[tuple[str, str]]:
+    """(namespace, name) of the Sluice Middlewares HTTPRoutes reference (ExtensionRef)."""
+    found: set[tuple[str, str]] = set()
+    for (namespace, _), route in objects.http_routes.items():
+        for rule in route.rules:
+            filters = [*rule.filters, *(f for ref in rule.backend_refs for f in ref.filters)]
+            for item in filters:
+                ref = item.extension_ref
+                if ref is not None and ref.group == SLUICE_GROUP and ref.kind == "Middleware":
+                    found.add((namespace, ref.name))
+    return found
+
+
+def _l4_middlewares(
+    out: Translation, route: L4Route, objects: ObjectSet, section: str
+) -> tuple[list[str], str]:
+    """Middlewares a TCP/UDP/TLS route names in its ``sluice.dev/middlewares`` annotation.
+
+    Beyond the spec: the annotation lists Sluice ``Middleware`` objects
+    (``name`` in the route's namespace, or ``namespace/name``) whose ``spec``
+    is a TCP or UDP middleware (``ipAllowList``, ``inFlightConn``,
+    ``rateLimit``). Returns the middleware names, and what is missing.
+    """
+    text = route.meta.annotations.get(MIDDLEWARES_ANNOTATION, "")
+    names: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        namespace, _, name = item.rpartition("/")
+        namespace = namespace or route.meta.namespace
+        middleware = objects.middlewares.get((namespace, name))
+        if middleware is None:
+            return [], f"Middleware {namespace}/{name} named in {MIDDLEWARES_ANNOTATION} not found"
+        key = extension_name(namespace, name)
+        out.config[section].setdefault("middlewares", {})[key] = dict(middleware.spec)
+        names.append(key)
+    return names, ""
 
 
 def _more_specific(state: ListenerState, siblings: list[ListenerState]) -> tuple[str, ...]:

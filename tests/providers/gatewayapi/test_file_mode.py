@@ -345,3 +345,67 @@ async def test_backendref_filters_apply_to_their_share_only(tmp_path: Path) -> N
     finally:
         await gw.stop()
         await backend.close()
+
+
+TCP_MIDDLEWARES = """
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Middleware
+metadata: {name: local-only, namespace: default}
+spec:
+  ipAllowList: {sourceRange: [127.0.0.1/32]}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Middleware
+metadata: {name: few, namespace: default}
+spec:
+  inFlightConn: {amount: 10}
+"""
+
+
+async def test_tcproute_middlewares_through_the_annotation(tmp_path: Path) -> None:
+    """sluice.dev/middlewares on a TCPRoute applies TCP middlewares; a missing one fails closed."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+
+    tcp_backend = await asyncio.start_server(echo, "127.0.0.1", 0)
+    tcp_port, udp_port = await closed_port(), await closed_port()
+    text = l4_manifests(tcp_port, udp_port, tcp_backend.sockets[0].getsockname()[1], 9).replace(
+        "metadata: {name: db, namespace: default}",
+        "metadata:\n  name: db\n  namespace: default\n"
+        "  annotations: {sluice.dev/middlewares: 'local-only, default/few'}",
+    )
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "l4.yaml").write_text(text + TCP_MIDDLEWARES)
+    gw = await start_gateway(tmp_path, "", static=STATIC)
+
+    async def talk(source: str) -> bytes:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", tcp_port, local_addr=(source, 0)
+        )
+        writer.write(b"ping")
+        try:
+            return await reader.read(100)
+        finally:
+            writer.close()
+
+    try:
+        assert await talk("127.0.0.1") == b"ping"
+        assert await talk("127.0.0.2") == b""
+        # The Middleware goes away: the route is not served without it (fail closed).
+        (conf / "l4.yaml").write_text(
+            (text + TCP_MIDDLEWARES).replace("name: local-only", "name: renamed")
+        )
+        await gw.accepted.get()
+        status = gw.gateway.providers[0].manifests.status  # type: ignore[attr-defined]
+        conditions = status[("TCPRoute", "default", "db")]["parents"][0]["conditions"]
+        accepted = next(c for c in conditions if c["type"] == "Accepted")
+        assert (accepted["status"], accepted["reason"]) == ("False", "UnsupportedValue")
+        assert b"ping" not in await talk("127.0.0.1")
+    finally:
+        await gw.stop()
+        tcp_backend.close()
