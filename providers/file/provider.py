@@ -83,6 +83,16 @@ class FileProvider:
         # Gateway API objects among the files (file mode), and their status.
         self.manifests = ManifestReader()
 
+    def _key(self, snapshot: Snapshot) -> tuple[_Key, str]:
+        """What decides that a snapshot is new: its configuration, or the manifests.
+
+        An edit of the Kubernetes objects is yielded even when it changes no
+        routing (a GatewayClass edited, a route whose parent went away), as a
+        cluster's watch would report it: its status is news for the API and
+        for anyone waiting on the reload.
+        """
+        return _key(snapshot), self.manifests.digest
+
     # --- reading ------------------------------------------------------------
 
     def paths(self) -> list[Path]:
@@ -167,13 +177,13 @@ class FileProvider:
             yield snapshot
             if not watching:
                 return
-            last = _key(snapshot)
+            last = self._key(snapshot)
             while True:
                 inotify, signature, changed = await self._wait(inotify, signature)
                 if not changed:
                     continue
                 snapshot = await asyncio.to_thread(self.load)
-                key = _key(snapshot)
+                key = self._key(snapshot)
                 if key != last:
                     last = key
                     logger.info("file provider: configuration changed in %s", self.watched)

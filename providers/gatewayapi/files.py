@@ -12,6 +12,7 @@ snapshot is kept on the reader, for the API.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,12 +35,18 @@ class ManifestReader:
         self.status: dict[ObjectKey, dict[str, Any]] = {}
         # (kind, namespace, name) -> why Sluice keeps but cannot implement it
         self.problems: dict[tuple[str, str, str], str] = {}
+        # Of the manifest files last read: any edit is news, even one that
+        # changes neither configuration nor status (an object kept for later).
+        self.digest = ""
 
     def read(self, files: Sequence[tuple[Path, str]]) -> DynamicConfig:
         """``files``: (path, text) of each manifest file. Raises ``ConfigError``."""
         documents = []
+        digest = hashlib.sha256()
         for path, text in files:
             documents.extend(load_manifests(text, str(path)))
+            digest.update(text.encode())
+        self.digest = digest.hexdigest()
         self.metadata.stamp(documents)
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         parsed = parse_objects(documents, now=now)
