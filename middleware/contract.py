@@ -126,6 +126,11 @@ class BodySource(Protocol):
 
     def discard_response_body(self) -> None: ...
 
+    def abort_response(self) -> None:
+        """Cut the response short: upstream closed, and the client's connection too
+        once the head has gone (nothing else tells a client a body was cut)."""
+        ...
+
 
 class Request:
     """One HTTP request as routing and middleware see it.
@@ -341,6 +346,15 @@ class Response:
         self.streamed = False
         self.source = None
         self.body = b""
+
+    def abort(self) -> None:
+        """End a streamed response now, as a gateway timeout (``gatewayTimeouts``).
+
+        Before its head is sent the client gets 504; after, the connection is
+        cut. A no-op once the exchange is over.
+        """
+        if self.streamed and self.source is not None:
+            self.source.abort_response()
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -210,6 +210,12 @@ class Exchange:
         self.abandon_upstream()
         self.pending_body = []
 
+    def abort_response(self) -> None:
+        if self.finished:
+            return
+        self.abandon_upstream()
+        self.fail(504, "backend request timeout")
+
     def reset_for_retry(self) -> None:
         """Forget the last attempt's upstream and response, before forwarding again."""
         self.tried = _NO_SERVERS

@@ -26,11 +26,11 @@ and ``gatewayRetry`` last, right before the backend.
 * Order matters only as it reads: a ``gatewayRetry`` placed *before*
   ``gatewayTimeouts`` retries the whole timed exchange instead.
 
-What is bounded is the time to the response head: once the head has gone
-to the client, the middleware contract has no way to cut the relayed body
-short (the spec's backendRequest runs "to when the full response has been
-received"). The slow-body case is left to the entry point's and service's
-own timeouts.
+``backendRequest`` runs "to when the full response has been received": a
+streamed body still arriving at the try's deadline is cut (``Response.abort``:
+504 if its head has not gone out yet, else the client connection closes, the
+only way to tell a client a body was cut short). ``request`` bounds the time
+to the response head.
 
 ``gatewayRetry`` (``codes``, ``attempts``, ``backoff``):
 
@@ -89,6 +89,15 @@ BACKEND_TIMEOUT = "backendRequest timeout"
 MAX_BACKOFF_FACTOR = 10
 # RFC 9110 section 9.2.2: requests a client may repeat without asking.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+def _bound_body(request: Request, response: Response, deadline: float) -> None:
+    """Cut ``response``'s streamed body if it is still arriving at ``deadline``."""
+    if not response.streamed:
+        return
+    loop = asyncio.get_running_loop()
+    timer = loop.call_at(deadline, response.abort)
+    request.on_done(timer.cancel)
 
 
 def _timeout_response(cause: str) -> Response:
@@ -162,7 +171,10 @@ class GatewayTimeouts:
                 async with asyncio.timeout_at(first) as bound:
                     if scope is not None:
                         scope.outer = bound
-                    return await next(request)
+                    response = await next(request)
+                if scope is not None and not scope.claimed and first is not None:
+                    _bound_body(request, response, first)  # the one try's body too
+                return response
             except TimeoutError:
                 if not bound.expired():
                     raise
@@ -248,6 +260,8 @@ def _retrying(
                 # From here on the outer timeout bounds the whole sequence only.
                 scope.outer.reschedule(scope.request_deadline)
         state = request.snapshot()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         response = await one_try(request, budget)
         retries = 0
         while retries < attempts and wanted(request, response) and request.replayable:
@@ -256,6 +270,7 @@ def _retrying(
             if backoff:
                 await asyncio.sleep(rand() * backoff_bound(backoff, retries))
             request.restore(state)
+            started = loop.time()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "middleware %s: retry %d after %d for %s",
@@ -265,6 +280,8 @@ def _retrying(
                     request.target,
                 )
             response = await one_try(request, budget)
+        if budget:
+            _bound_body(request, response, started + budget)  # the last try's body
         return response
 
     return retry

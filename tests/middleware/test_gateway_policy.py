@@ -12,6 +12,7 @@ retried and the last response is returned when they run out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -421,6 +422,90 @@ async def test_invalid_options_rejected_at_load(tmp_path, middleware, message):
         assert message in text, text
         assert f"dynamic.yml:{line}: http.middlewares.{middleware[0]}" in text, text
         assert (await http_request(gw.port(), get("app.test"))).status == 200
+    finally:
+        await gw.stop()
+        await backend.close()
+
+
+class SlowBody:
+    """Sends a response head at once, then its body in ``parts`` chunks ``pace`` s apart."""
+
+    def __init__(self, parts: int, pace: float) -> None:
+        self.parts = parts
+        self.pace = pace
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> SlowBody:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.parts)
+            for _ in range(self.parts):
+                await writer.drain()
+                # The body's pace is what the test is about: a paced sender, not a sync.
+                await asyncio.sleep(self.pace)
+                writer.write(b"x")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def read_until_closed(port: int) -> tuple[bytes, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(get("app.test", "/", "Connection: close\r\n"))
+    data = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(65536):
+            data += chunk
+    writer.close()
+    return data, time.monotonic() - started
+
+
+@pytest.mark.parametrize("with_retry", [False, True], ids=["timeouts-only", "with-retry"])
+async def test_backend_request_bounds_the_whole_response_body(
+    tmp_path: Path, with_retry: bool
+) -> None:
+    """A body still arriving at backendRequest's deadline is cut: the client sees it end early."""
+    backend = await SlowBody(parts=20, pace=0.1).start()
+    middlewares = [timeouts(backendRequest="0.5s")]
+    if with_retry:
+        middlewares.append(("retry", "gatewayRetry", {"codes": [500], "attempts": 1}))
+    gw = await start_gateway(tmp_path, config(backend.url, *middlewares), registry=REGISTRY)
+    try:
+        data, took = await asyncio.wait_for(read_until_closed(gw.port()), 10)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert 0 < len(body) < 20, "the body is cut short, not delivered whole"
+        assert took < 1.5, "cut at the backendRequest deadline, not when the body ended"
+    finally:
+        await gw.stop()
+        await backend.close()
+
+
+async def test_body_within_backend_request_arrives_whole(tmp_path: Path) -> None:
+    """A body that completes before the deadline is untouched."""
+    backend = await SlowBody(parts=3, pace=0.01).start()
+    gw = await start_gateway(
+        tmp_path, config(backend.url, timeouts(backendRequest="2s")), registry=REGISTRY
+    )
+    try:
+        data, _ = await asyncio.wait_for(read_until_closed(gw.port()), 10)
+        assert data.endswith(b"\r\n\r\nxxx")
     finally:
         await gw.stop()
         await backend.close()
