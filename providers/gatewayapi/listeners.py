@@ -112,12 +112,6 @@ def _check_protocol_and_kinds(state: ListenerState) -> None:
             "Accepted", "False", "UnsupportedProtocol",
             f"protocol {listener.protocol} is not supported",
         )
-    elif listener.protocol == "TLS" and listener.tls_mode == "Terminate":
-        # TLSRoute termination (Ext TLSRouteModeTerminate) is not implemented.
-        state.set(
-            "Accepted", "False", "UnsupportedProtocol",
-            "TLS listeners in Terminate mode are not supported; use Passthrough or HTTPS",
-        )
     if invalid:
         kinds = ", ".join(k.kind for k in invalid)
         state.set("ResolvedRefs", "False", "InvalidRouteKinds", f"unsupported route kinds: {kinds}")

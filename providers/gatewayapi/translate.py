@@ -315,11 +315,14 @@ def _translate_l4(
             # longer wildcard a shorter one (as listeners are chosen, §2.4).
             for h, hostname in enumerate(item.hostnames or ("*",)):
                 wildcard = hostname.startswith("*")
+                terminate = item.state.listener.tls_mode == "Terminate"
                 routers[f"{base}-a{a}-h{h}"] = {
                     **router,
                     "rule": _sni_matcher(hostname),
                     "priority": (1 if wildcard else 2) * 1000 + len(hostname),
-                    "tls": {"passthrough": True},
+                    # A Terminate listener ends TLS here with its certificates
+                    # (TLSRouteModeTerminate); Passthrough relays it untouched.
+                    "tls": {} if terminate else {"passthrough": True},
                 }
             continue
         if section == "tcp":

@@ -170,3 +170,61 @@ async def test_missing_certificate_secret_is_reported_not_served(tmp_path: Path)
             raise AssertionError("a listener without a certificate must not be served")
     finally:
         await gw.stop()
+
+
+def terminate_manifests(port: int) -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: sluice}}
+spec: {{controllerName: sluice.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+    - name: tls
+      protocol: TLS
+      port: {port}
+      hostname: db.example.test
+      tls: {{mode: Terminate, certificateRefs: [{{name: db-cert}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: db, namespace: default}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [db.example.test]
+  rules: [{{backendRefs: [{{name: db, port: 443}}]}}]
+"""
+
+
+async def test_tls_listener_in_terminate_mode_ends_tls_for_a_tlsroute(tmp_path: Path) -> None:
+    """TLSRouteModeTerminate: the gateway ends TLS with the listener's Secret; the backend
+    gets plain bytes."""
+    ca = make_ca(tmp_path)
+    db_cert = ca.issue(tmp_path, ["db.example.test"])
+    db = NamedEcho("plain-db")
+    await db.start()
+    port = await closed_port()
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "tls.yaml").write_text(
+        terminate_manifests(port) + secret("db-cert", *db_cert) + service("db", db.port)
+    )
+    gw = await start_gateway(tmp_path, "", static=STATIC)
+    try:
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="db.example.test"
+        )
+        writer.write(b"hello")
+        assert await reader.readline() == b"plain-db\n"
+        writer.close()
+        assert bytes(db.received) == b"hello"
+    finally:
+        await gw.stop()
+        await db.stop()
