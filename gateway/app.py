@@ -27,11 +27,10 @@ from typing import Any
 from gateway.config.dynamic import DynamicConfig
 from gateway.config.errors import ConfigError
 from gateway.config.l4 import L4Config, decode_located
-from gateway.config.l4_checks import check_l4
+from gateway.config.l4_checks import check_all
 from gateway.config.merge import merge
 from gateway.config.model import frozen_map
 from gateway.config.static import EntryPoint, StaticConfig
-from gateway.config.validate import validate
 from gateway.http.entrypoint import (
     EntryPointRuntime,
     bind_socket,
@@ -149,13 +148,7 @@ class Gateway:
             self._reject(provider, [exc])
             return False
         protocols = {n: ep.protocol for n, ep in static.entry_points.items()}
-        errors = validate(
-            merged,
-            entry_points=[n for n, p in protocols.items() if p == "tcp"],
-            udp_entry_points=[n for n, p in protocols.items() if p == "udp"],
-        )
-        l4_config, l4_errors = check_l4(merged, entry_points=protocols)
-        errors += l4_errors
+        l4_config, errors = check_all(merged, entry_points=protocols)
         if errors or l4_config is None:
             self._reject(provider, errors)
             return False

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config.errors import ConfigError, Origin
-from gateway.config.l4_checks import check_l4
+from gateway.config.l4_checks import check_all
 from gateway.config.loader import load_static, parse_static
 from gateway.config.static import StaticConfig, split_address
 
@@ -222,7 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check(config: str, overrides: list[tuple[str, str]]) -> int:
     """``gateway check``: validate without serving; exit 1 on the first error."""
     from gateway.config.merge import merge
-    from gateway.config.validate import validate
     from providers.file.provider import FileProvider
 
     try:
@@ -240,13 +239,7 @@ def check(config: str, overrides: list[tuple[str, str]]) -> int:
 
             static = with_dynamic_entry_points(static, merged)
             protocols = {n: ep.protocol for n, ep in static.entry_points.items()}
-            errors = validate(
-                merged,
-                entry_points=[n for n, p in protocols.items() if p == "tcp"],
-                udp_entry_points=[n for n, p in protocols.items() if p == "udp"],
-            )
-            l4_config, l4_errors = check_l4(merged, entry_points=protocols)
-            errors += l4_errors
+            l4_config, errors = check_all(merged, entry_points=protocols)
             if not errors and l4_config is not None:
                 from gateway.l4.compile import L4Compiler
                 from gateway.runtime import Compiler

@@ -36,7 +36,7 @@ from gateway.config.l4 import (
 from gateway.config.rule import Expr, Matcher, Not, RuleSyntaxError
 from gateway.config.tcp_rule import default_priority, parse_tcp, parse_udp
 
-__all__ = ["check_l4", "validate_l4"]
+__all__ = ["check_all", "check_l4", "validate_l4"]
 
 # The built-in transport every Traefik configuration may name; it has the defaults.
 _DEFAULT_TRANSPORT = "default@internal"
@@ -56,6 +56,25 @@ def check_l4(
     except ConfigError as exc:
         return None, [exc]
     return l4, validate_l4(config, l4, entry_points=entry_points)
+
+
+def check_all(
+    config: DynamicConfig, *, entry_points: Mapping[str, str]
+) -> tuple[L4Config | None, list[ConfigError]]:
+    """Every check of a merged configuration, HTTP and L4, against its entry points.
+
+    ``entry_points`` maps each entry point (static and dynamic) to its
+    protocol; HTTP routers may use the TCP ones only.
+    """
+    from gateway.config.validate import validate
+
+    errors = validate(
+        config,
+        entry_points=[n for n, p in entry_points.items() if p == "tcp"],
+        udp_entry_points=[n for n, p in entry_points.items() if p == "udp"],
+    )
+    l4, l4_errors = check_l4(config, entry_points=entry_points)
+    return l4, errors + l4_errors
 
 
 def validate_l4(
