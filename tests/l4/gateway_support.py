@@ -21,6 +21,7 @@ import ipaddress
 import json
 import ssl
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ class JSONAccess:
 # --- TCP and TLS servers and clients --------------------------------------------------------
 
 
-class StreamServer:
+class StreamServer(ABC):
     """An asyncio stream server that ends its handlers and connections on stop."""
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
@@ -153,8 +154,9 @@ class StreamServer:
             self.writers.discard(writer)
             self.tasks.discard(task)
 
+    @abstractmethod
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
+        """Serve one connection (subclasses say how)."""
 
     async def stop(self) -> None:
         if self.server is None:
