@@ -153,6 +153,7 @@ class Gateway:
             self._reject(provider, errors)
             return False
         self.compiler.static = self.l4_compiler.static = static
+        compiled: Compiled | None = None
         try:
             compiled = self.compiler.compile(merged)
             l4 = self.l4_compiler.compile(merged, l4_config, self.compiler.generation)
@@ -166,6 +167,8 @@ class Gateway:
             )
         except ConfigError as exc:
             self.compiler.static = self.l4_compiler.static = self.static
+            if compiled is not None and compiled.context is not None:
+                compiled.context.close()  # the HTTP half built; its middlewares' resources go
             self._reject(provider, [exc])
             return False
         self.static = static
@@ -212,9 +215,6 @@ class Gateway:
 
     def tcp_entry_point_names(self) -> list[str]:
         return [n for n, ep in self.static.entry_points.items() if ep.protocol == "tcp"]
-
-    def protocols(self) -> dict[str, str]:
-        return {n: ep.protocol for n, ep in self.static.entry_points.items()}
 
     def _swap(self, compiled: Compiled, l4: L4Compiled) -> None:
         self.compiler.commit(compiled)
