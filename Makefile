@@ -25,15 +25,18 @@ system-packages:
 	fi
 
 # bcc compiles against the running kernel's headers; when the distribution has
-# no package for this exact kernel, its generic amd64 headers serve.
+# no package for this exact kernel, its generic amd64 headers serve. Debian
+# splits them: build/ is the -amd64 tree, source/ the -common one (which holds
+# include/linux/kconfig.h); a link made the wrong way is repaired.
 kernel-headers:
-	@if [ ! -e /lib/modules/$(KREL)/build ] && [ "$$(id -u)" = 0 ]; then \
+	@if [ ! -e /lib/modules/$(KREL)/source/include/linux/kconfig.h ] && [ "$$(id -u)" = 0 ]; then \
 	  hdr=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1); \
-	  if [ -n "$$hdr" ]; then \
+	  common=$${hdr%-amd64}-common; \
+	  if [ -n "$$hdr" ] && [ -d "$$common" ]; then \
 	    mkdir -p /lib/modules/$(KREL); \
 	    ln -sfn $$hdr /lib/modules/$(KREL)/build; \
-	    ln -sfn $$hdr /lib/modules/$(KREL)/source; \
-	    echo "setup: linked kernel headers $$hdr for $(KREL)"; \
+	    ln -sfn $$common /lib/modules/$(KREL)/source; \
+	    echo "setup: linked kernel headers $$hdr and $$common for $(KREL)"; \
 	  fi; \
 	fi
 
