@@ -75,6 +75,9 @@ class GatewayState:
                 "services": section(services),
                 "middlewares": section(middlewares),
             },
+            # Traefik's overview counts TCP and UDP too; their listings come with #7.
+            "tcp": self._l4_counts("tcp"),
+            "udp": self._l4_counts("udp"),
             "features": {
                 "metrics": "prometheus" if gw.metrics is not None else "",
                 "accessLog": gw.observer.access_log is not None,
@@ -90,6 +93,17 @@ class GatewayState:
             },
             "uptimeSeconds": round(time.time() - gw.started_at, 3),
         }
+
+    def _l4_counts(self, protocol: str) -> dict[str, dict[str, int]]:
+        config = self.gateway.config
+        raw = getattr(config, protocol, None) if config is not None else None
+        counts: dict[str, dict[str, int]] = {}
+        for section in ("routers", "services", "middlewares"):
+            items: Mapping[str, Any] = next(
+                (v for k, v in (raw or {}).items() if k.lower() == section and v), {}
+            )
+            counts[section] = {"total": len(items), "warnings": 0, "errors": 0}
+        return counts
 
     def rawdata(self) -> dict[str, Any]:
         config = self.gateway.config

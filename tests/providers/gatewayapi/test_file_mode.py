@@ -217,6 +217,8 @@ async def test_tcproute_and_udproute_from_files_relay(tmp_path: Path) -> None:
         assert [(item["name"], item["attachedRoutes"]) for item in listeners] == [
             ("db", 1), ("dns", 1)
         ]
+        overview = GatewayState(gw.gateway).overview()
+        assert (overview["tcp"]["routers"]["total"], overview["udp"]["routers"]["total"]) == (1, 1)
     finally:
         await gw.stop()
         tcp_backend.close()
