@@ -227,6 +227,7 @@ class Gateway:
             if listener is None or name not in self.static.entry_points:
                 continue  # gone from the configuration: _sync_listeners closes it
             listener.tcp.routes = l4.tcp.get(name, _NO_ROUTES)
+            self._plain_runtime(listener, compiled)
             if self._listener_mode(listener) != listener.mode or self._wants_tls(
                 name, compiled
             ) != (entry.ssl_context is not None):
@@ -284,6 +285,8 @@ class Gateway:
         proxy = self.static.entry_points[name].proxy_protocol
         if proxy.trusted_i_ps or proxy.insecure:
             return True
+        if self.compiled is not None and name in self.compiled.plain_states:
+            return True  # plain and TLS routers on one port: the first byte decides
         return self.l4 is not None and bool(self.l4.tcp.get(name))
 
     def _listener_mode(self, listener: TCPListener) -> Mode:
@@ -389,6 +392,8 @@ class Gateway:
         listener = TCPListener(sock, runtime, self._tcp_entry(name, runtime))
         self.entry_points[name] = runtime
         self.listeners[name] = listener
+        if self.compiled is not None:
+            self._plain_runtime(listener, self.compiled)
         await listener.start(self._listener_mode(listener))
         runtime.add_idle_hook(self._expire_idle)
         log.info(
@@ -398,6 +403,23 @@ class Gateway:
             " (TLS)" if ssl_context else "",
             " (TCP routing)" if listener.l4 else "",
         )
+
+    def _plain_runtime(self, listener: TCPListener, compiled: Compiled) -> None:
+        """Give a TLS entry point with plain routers its plain-HTTP runtime (or take it away)."""
+        name = listener.tcp.name
+        state = compiled.plain_states.get(name)
+        if state is None:
+            listener.tcp.plain_http = None  # its open connections finish where they are
+            return
+        plain = listener.tcp.plain_http
+        if plain is None:
+            settings = self._settings(name)
+            settings.scheme = b"http"
+            plain = EntryPointRuntime(settings, state, observer=self.observer)
+            plain.start_sweeper()
+            plain.add_idle_hook(self._expire_idle)
+            listener.tcp.plain_http = plain
+        plain.state = state
 
     def _tcp_entry(self, name: str, http: EntryPointRuntime) -> TCPEntry:
         ep = self.static.entry_points[name]

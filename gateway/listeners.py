@@ -111,7 +111,12 @@ class TCPListener:
         self.http.stop_accepting()
         # Closing the last descriptor closes the port: new connections are refused.
         self.sock.close()
-        await asyncio.gather(self.http.drain(grace), self.tcp.drain(grace))
+        plain = self.tcp.plain_http
+        await asyncio.gather(
+            self.http.drain(grace),
+            self.tcp.drain(grace),
+            *([plain.drain(grace)] if plain is not None else []),
+        )
 
 
 def _set_tls(http: EntryPointRuntime, ssl_context: ssl.SSLContext | None) -> None:

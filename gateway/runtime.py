@@ -61,6 +61,9 @@ class Compiled:
     servers: dict[tuple[str, str], UpstreamServer]
     health: list[HealthJob] = field(default_factory=list)
     tls_entry_points: frozenset[str] = frozenset()
+    # TLS entry points that also have plain routers: their table for plain
+    # connections (``states`` then holds the TLS routers).
+    plain_states: dict[str, HTTPState] = field(default_factory=dict)
     # Cleanups the generation's middlewares registered; run when it is replaced.
     context: GenerationContext | None = None
 
@@ -180,28 +183,22 @@ class Compiler:
                     RouteSpec(name=name, rule=router.rule, priority=router.priority, target=runtime)
                 )
         states: dict[str, HTTPState] = {}
+        plain_states: dict[str, HTTPState] = {}
         for ep, routes in specs.items():
             if ep in tls_eps and self.static.entry_points[ep].http.tls is None:
-                # Traefik keeps TLS and plain routers apart on one port by
-                # peeking at the first byte; Sluice serves an entry point
-                # either way, so a plain router there would answer over TLS.
-                plain = [r.name for r in routes if not r.target.tls]
+                # As Traefik does: TLS and plain routers share the port, told
+                # apart by the first byte each connection sends (the TCP
+                # entry peeks); plain routers get a table of their own.
+                plain = [r for r in routes if not r.target.tls]
                 if plain:
-                    log.warning(
-                        "entry point %s serves TLS for its tls routers; routers without tls "
-                        "are not served on it: %s (give them an entry point of their own)",
-                        ep,
-                        ", ".join(sorted(plain)),
+                    plain_states[ep] = HTTPState(
+                        table=self._table(plain), generation=self.generation
                     )
                     routes = [r for r in routes if r.target.tls]
-            try:
-                table = RouterTable.build(routes)
-            except RuleSyntaxError as exc:
-                where = "; ".join(getattr(exc, "__notes__", ()))
-                raise ConfigError(f"rule: {exc}" + (f" ({where})" if where else "")) from None
-            states[ep] = HTTPState(table=table, generation=self.generation)
+            states[ep] = HTTPState(table=self._table(routes), generation=self.generation)
         compiled = Compiled(
             states=states,
+            plain_states=plain_states,
             services=services,
             servers=servers,
             health=health,
@@ -246,6 +243,14 @@ class Compiler:
         for member_router in member_routers:
             member_router.chain = runtime.chain
         return runtime
+
+    @staticmethod
+    def _table(routes: list[RouteSpec[RouterRuntime]]) -> RouterTable[RouterRuntime]:
+        try:
+            return RouterTable.build(routes)
+        except RuleSyntaxError as exc:
+            where = "; ".join(getattr(exc, "__notes__", ()))
+            raise ConfigError(f"rule: {exc}" + (f" ({where})" if where else "")) from None
 
     def commit(self, compiled: Compiled) -> None:
         """Record ``compiled`` as live; servers it dropped close their pools."""

@@ -118,6 +118,9 @@ class TCPEntry:
         self.settings = settings
         self.routes = routes
         self.http = http
+        # A TLS entry point's plain HTTP routers (Traefik serves both on one
+        # port): plain connections go here, TLS ones to ``http``.
+        self.plain_http: EntryPointRuntime | None = None
         self.tls_context = tls_context
         self.observer = observer
         self.relays: set[Relay] = set()
@@ -187,6 +190,9 @@ class TCPEntry:
         http = self.http
         has_http = http is not None and bool(http.state.table.routes)
         https = has_http and http is not None and http.ssl_context is not None
+        plain_http = self.plain_http
+        if plain_http is None and has_http and not https:
+            plain_http = http
         if routes.plain and not (routes.tls or has_http or routes.plain_needs_peek):
             router = routes.match_plain(client_ip)
             if router is not None:
@@ -200,8 +206,8 @@ class TCPEntry:
             router = routes.match_plain(client_ip)
             if router is not None:
                 await self._relay(conn, router, client_ip, client_port, None, ())
-            elif has_http and not https and http is not None:
-                await http.adopt(conn, (client_ip, client_port))
+            elif plain_http is not None:
+                await plain_http.adopt(conn, (client_ip, client_port))
             else:
                 conn.close()
             return
@@ -348,6 +354,7 @@ class TCPEntry:
             or not routes.plain
             or bool(routes.tls)
             or has_http
+            or self.plain_http is not None
             or routes.plain_needs_peek
         )
 
