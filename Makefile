@@ -40,9 +40,15 @@ kernel-headers:
 	  fi; \
 	fi
 
+# bpffs for pinned maps, and a cgroup v2 hierarchy for the socket-level
+# programs (hybrid hosts mount it at /sys/fs/cgroup/unified).
 bpffs:
 	@if [ "$$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf 2>/dev/null; then \
 	  mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf || echo "setup: could not mount bpffs" >&2; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! grep -q ' cgroup2 ' /proc/self/mounts; then \
+	  mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 none /sys/fs/cgroup/unified \
+	    || echo "setup: could not mount cgroup2" >&2; \
 	fi
 
 PLUGIN := examples/plugins/sluice-example-plugin
