@@ -39,7 +39,11 @@ class Backend:
 
 @dataclass(frozen=True, slots=True)
 class VirtualService:
-    """A virtual IPv4 address:port/protocol whose connects go straight to weighted backends."""
+    """A virtual address:port/protocol whose connects go straight to weighted backends.
+
+    IPv4 or IPv6; the backends must be in the service's family. Addresses are kept in
+    ``ipaddress`` canonical form, so ``0:0::1`` and ``::1`` are one key.
+    """
 
     name: str
     address: str
@@ -55,12 +59,19 @@ class VirtualService:
         protocol: Protocol,
         backends: Sequence[Backend | tuple[str, int, int]] = (),
     ) -> None:
+        where = f"virtual service {name!r}"
+        given = tuple(b if isinstance(b, Backend) else Backend(*b) for b in backends)
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "address", _canonical(address, where, "address"))
         object.__setattr__(self, "port", port)
         object.__setattr__(self, "protocol", protocol)
         object.__setattr__(
-            self, "backends", tuple(b if isinstance(b, Backend) else Backend(*b) for b in backends)
+            self,
+            "backends",
+            tuple(
+                Backend(_canonical(b.address, where, "backend address"), b.port, b.weight)
+                for b in given
+            ),
         )
         self._validate()
 
@@ -68,11 +79,15 @@ class VirtualService:
         where = f"virtual service {self.name!r}"
         if self.protocol not in PROTOCOL_NUMBERS:
             raise ValueError(f"{where}: protocol must be tcp or udp, not {self.protocol!r}")
+        version = ipaddress.ip_address(self.address).version
         for addr, port, what in [(self.address, self.port, "address")] + [
             (b.address, b.port, f"backend {b.address}:{b.port}") for b in self.backends
         ]:
-            if not isinstance(ipaddress.ip_address(addr), ipaddress.IPv4Address):
-                raise ValueError(f"{where}: {what} must be IPv4 (IPv6 is not supported yet)")
+            # The kernel rewrites within one family: a v4 connect cannot be sent to a v6 backend.
+            if ipaddress.ip_address(addr).version != version:
+                raise ValueError(
+                    f"{where}: {what} is not IPv{version} like the service address {self.address}"
+                )
             if not 0 < port < 65536:
                 raise ValueError(f"{where}: {what} port {port} is outside 1..65535")
         if any(b.weight < 0 for b in self.backends):
@@ -82,6 +97,14 @@ class VirtualService:
     def key(self) -> ServiceKey:
         """What the kernel map is keyed by: one entry per (address, port, protocol)."""
         return (self.address, self.port, self.protocol)
+
+
+def _canonical(address: str, where: str, what: str) -> str:
+    """``address`` in ``ipaddress`` canonical form; a ValueError naming the service if bad."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise ValueError(f"{where}: {what} {address!r} is not an IP address") from None
 
 
 def slot_table(

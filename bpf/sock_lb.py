@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
 import socket
@@ -43,6 +44,8 @@ from bpf.service_map import (
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("sock_lb.c")
+
+
 def cgroup_v2_root(mounts: str = "/proc/self/mounts") -> Path:
     """Where the cgroup v2 hierarchy is mounted: ``/sys/fs/cgroup/unified`` on hybrid
     hosts (this project's machines), ``/sys/fs/cgroup`` on pure v2 ones."""
@@ -60,6 +63,7 @@ def cgroup_v2_root(mounts: str = "/proc/self/mounts") -> Path:
 CGROUP_V2_ROOT = cgroup_v2_root()
 MAX_SLOTS = 65536
 AF_INET = 2
+AF_INET6 = 10
 STATS = ("translated", "no_backend", "revnat_hit")
 # (program, attach type name in bcc's BPFAttachType)
 PROGRAMS = (
@@ -67,6 +71,10 @@ PROGRAMS = (
     ("sock4_sendmsg", "CGROUP_UDP4_SENDMSG"),
     ("sock4_recvmsg", "CGROUP_UDP4_RECVMSG"),
     ("sock4_getpeername", "CGROUP_INET4_GETPEERNAME"),
+    ("sock6_connect", "CGROUP_INET6_CONNECT"),
+    ("sock6_sendmsg", "CGROUP_UDP6_SENDMSG"),
+    ("sock6_recvmsg", "CGROUP_UDP6_RECVMSG"),
+    ("sock6_getpeername", "CGROUP_INET6_GETPEERNAME"),
 )
 # bcc probes for kernel modules first; this kernel has none, and the line is pure noise.
 _NOISE = ("modprobe: not found",)
@@ -146,9 +154,26 @@ def _compile() -> _Compiled:
         return _compiled
 
 
-def _ip_word(address: str) -> int:
-    """An IPv4 address as the u32 the program compares with ``user_ip4`` (network order)."""
-    return int.from_bytes(socket.inet_aton(address), sys.byteorder)
+def _ip_words(address: str) -> tuple[int, tuple[int, int, int, int]]:
+    """The family and the four u32 the programs compare with ``user_ip4``/``user_ip6``.
+
+    Each word holds four bytes in network order, read as the host reads memory; IPv4 sits
+    in the last word and the others stay 0.
+    """
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return AF_INET, (0, 0, 0, int.from_bytes(ip.packed, sys.byteorder))
+    raw = ip.packed
+    w0, w1, w2, w3 = (int.from_bytes(raw[i : i + 4], sys.byteorder) for i in range(0, 16, 4))
+    return AF_INET6, (w0, w1, w2, w3)
+
+
+def _set_ip(leaf: Any, address: str) -> None:
+    """Fill a map struct's ``ip`` words and ``family`` from ``address``."""
+    family, words = _ip_words(address)
+    for i, word in enumerate(words):
+        leaf.ip[i] = word
+    leaf.family = family
 
 
 def _port_word(port: int) -> int:
@@ -255,9 +280,8 @@ class SocketLB:
             base = self._allocator.allocate(len(table)) if table else 0
             for i, (address, port) in enumerate(table):
                 leaf = slots_map.Leaf()
-                leaf.ip[3] = _ip_word(address)
+                _set_ip(leaf, address)
                 leaf.port = _port_word(port)
-                leaf.family = AF_INET
                 slots_map[slots_map.Key(base + i)] = leaf
             svc_map[self._service_key(key)] = svc_map.Leaf(count=len(table), base=base)
             self._installed[key] = (table, base)
@@ -274,10 +298,9 @@ class SocketLB:
     def _service_key(self, key: ServiceKey) -> Any:
         address, port, protocol = key
         k = self._compiled.bpf[b"services"].Key()
-        k.ip[3] = _ip_word(address)
+        _set_ip(k, address)
         k.port = _port_word(port)
         k.proto = PROTOCOL_NUMBERS[protocol]
-        k.family = AF_INET
         return k
 
     def stats(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Test helpers for the socket LB: tagged backends on 127.0.0.1 and a client in a cgroup.
+"""Test helpers for the socket LB: tagged backends on 127.0.0.1 or ::1 and a cgroup client.
 
 Backends run in the test process (outside the test cgroup, so their own sockets are never
 translated) and answer every TCP connection or UDP datagram with their tag. The client is a
@@ -26,7 +26,7 @@ def out(obj):
 def tcp_once(addr, port):
     with socket.create_connection((addr, port), timeout=5) as s:
         peer = s.getpeername()
-        return s.recv(64).decode(), list(peer)
+        return s.recv(64).decode(), list(peer[:2])
 out({"ready": True})
 for line in sys.stdin:
     cmd = json.loads(line); op = cmd["op"]; addr, port = cmd.get("addr"), cmd.get("port")
@@ -55,7 +55,8 @@ for line in sys.stdin:
                 started = True; out({"started": True})
         out({"counts": counts, "failures": failures})
     elif op == "udp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(5)
         if cmd["connected"]:
             s.connect((addr, port))
         replies = []
@@ -64,23 +65,37 @@ for line in sys.stdin:
                 s.send(b"ping"); data = s.recv(64); frm = s.getpeername()
             else:
                 s.sendto(b"ping", (addr, port)); data, frm = s.recvfrom(64)
-            replies.append([data.decode(), list(frm)])
+            replies.append([data.decode(), list(frm[:2])])
         s.close()
         out({"replies": replies})
 """
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def reserved_port(host: str, kind: socket.SocketKind) -> socket.socket:
+    """A socket bound to ``host``:0 that never listens or reads, so its port is a free
+    virtual port: nothing else can take it while the socket is open, and an untranslated
+    TCP connect to it is refused. The caller closes it."""
+    sock = socket.socket(_family(host), kind)
+    sock.bind((host, 0))
+    return sock
+
+
 class TcpBackend:
     """Accepts connections one by one, sends its tag, closes; counts what it accepted."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, host: str = "127.0.0.1") -> None:
         self.tag = tag
+        self.host = host
         self.accepted = 0
         self._goal = 0
         self._reached = threading.Event()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock = socket.socket(_family(host), socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind((host, 0))
         self._sock.listen(512)
         self.port: int = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -114,10 +129,11 @@ class TcpBackend:
 class UdpBackend:
     """Answers each datagram with its tag; a datagram from itself stops it."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, host: str = "127.0.0.1") -> None:
         self.tag = tag
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
+        self.host = host
+        self._sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+        self._sock.bind((host, 0))
         self.port: int = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -130,8 +146,8 @@ class UdpBackend:
             self._sock.sendto(self.tag.encode(), peer)
 
     def close(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(b"stop", ("127.0.0.1", self.port))
+        with socket.socket(_family(self.host), socket.SOCK_DGRAM) as s:
+            s.sendto(b"stop", (self.host, self.port))
         self._thread.join(5)
         self._sock.close()
 

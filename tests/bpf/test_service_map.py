@@ -56,13 +56,25 @@ def test_released_slots_wait_for_commit() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"address": "::1"}, "must be IPv4"),
+        ({"address": "::1", "backends": [("127.0.0.1", 80, 1)]}, "is not IPv6 like"),
+        ({"backends": [("::1", 80, 1)]}, "is not IPv4 like"),
+        ({"address": "127.10.0.300"}, "'127.10.0.300' is not an IP address"),
+        ({"backends": [("localhost", 80, 1)]}, "'localhost' is not an IP address"),
         ({"port": 0}, "outside 1..65535"),
         ({"protocol": "sctp"}, "tcp or udp"),
         ({"backends": [("127.0.0.1", 80, -1)]}, "weights must be >= 0"),
         ({"backends": [("127.0.0.1", 70000, 1)]}, "outside 1..65535"),
     ],
-    ids=["ipv6", "port-zero", "protocol", "negative-weight", "backend-port"],
+    ids=[
+        "v6-service-v4-backend",
+        "v4-service-v6-backend",
+        "bad-address",
+        "backend-name",
+        "port-zero",
+        "protocol",
+        "negative-weight",
+        "backend-port",
+    ],
 )
 def test_virtual_service_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
     """Invalid addresses, ports, protocols and weights are refused with the service name."""
@@ -85,3 +97,11 @@ def test_virtual_service_accepts_tuples() -> None:
     assert svc.backends == (Backend("127.0.0.1", 8001, 3),)
     assert svc.key == ("127.10.0.1", 80, "tcp")
     assert svc == VirtualService("web", "127.10.0.1", 80, "tcp", [Backend("127.0.0.1", 8001, 3)])
+
+
+def test_ipv6_service_is_canonical() -> None:
+    """An IPv6 service with IPv6 backends is accepted, with addresses in canonical form."""
+    svc = VirtualService("web6", "0:0::1", 8080, "tcp", [("0::1", 8001, 1)])
+    assert svc.key == ("::1", 8080, "tcp")
+    assert svc.backends == (Backend("::1", 8001, 1),)
+    assert svc == VirtualService("web6", "::1", 8080, "tcp", [Backend("::1", 8001, 1)])

@@ -1,13 +1,16 @@
 """The socket LB programs loaded into this kernel, attached to a cgroup the tests create.
 
-A client subprocess in that cgroup connects to virtual addresses in 127.10.0.0/16; tagged
-backends in the test process (outside the cgroup) on 127.0.0.1 say who was reached. When bcc
+A client subprocess in that cgroup connects to virtual addresses in 127.10.0.0/16 (IPv4) or
+to ::1 on a port held by a bound, never-listening socket (IPv6: any other v6 address would be
+routed off this host if a translation were missed); tagged backends in the test process
+(outside the cgroup) on 127.0.0.1 or ::1 say who was reached. When bcc
 or the kernel refuses, the tests fail with the reason: they never skip.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +20,10 @@ import pytest
 from bpf.errors import BPFUnavailable
 from bpf.service_map import VirtualService
 from bpf.sock_lb import CGROUP_V2_ROOT, SocketLB
-from tests.bpf.lb_support import CgroupClient, TcpBackend, UdpBackend
+from tests.bpf.lb_support import CgroupClient, TcpBackend, UdpBackend, reserved_port
 
 VIP = "127.10.0.1"
+VIP6 = "::1"
 N_WEIGHTED = 10_000
 # 3:1 over 10,000 connects: sigma of the 0.75 share is 0.0043, so 0.02 is over 4.5 sigma.
 SHARE_TOLERANCE = 0.02
@@ -176,9 +180,87 @@ def test_attach_refusal_carries_kernel_reason(tmp_path: Path) -> None:
 
 def test_outside_cgroup_is_untouched(lb: SocketLB, backends: tuple[TcpBackend, TcpBackend]) -> None:
     """This process is outside the test cgroup, so its connects to the VIP are not translated."""
-    import socket
-
     a, _ = backends
     lb.replace([tcp_service((a, 1))])
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((VIP, 80), timeout=5).close()
+
+
+@pytest.fixture
+def backends6() -> Iterator[tuple[TcpBackend, TcpBackend]]:
+    a, b = TcpBackend("A6", "::1"), TcpBackend("B6", "::1")
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def vport6() -> Iterator[int]:
+    with reserved_port(VIP6, socket.SOCK_STREAM) as held:
+        yield held.getsockname()[1]
+
+
+def test_ipv6_connect_reaches_backend_and_getpeername_shows_vip(
+    lb: SocketLB,
+    client: CgroupClient,
+    backends6: tuple[TcpBackend, TcpBackend],
+    vport6: int,
+) -> None:
+    """connect() to [::1]:vport reaches a [::1] backend; getpeername() reports [::1]:vport."""
+    a, b = backends6
+    assert client.call(op="tcp", addr=VIP6, port=vport6, n=1)["failures"] == ["ECONNREFUSED"]
+    lb.replace(
+        [VirtualService("web6", VIP6, vport6, "tcp", [("::1", a.port, 1), ("::1", b.port, 1)])]
+    )
+    result = client.call(op="tcp", addr=VIP6, port=vport6, n=200)
+    assert result["failures"] == []
+    assert set(result["counts"]) == {"A6", "B6"}
+    assert result["peers"] == [[VIP6, vport6]]
+    assert lb.stats()["revnat_hit"] >= 200
+
+
+def test_ipv4_and_ipv6_services_share_the_maps(
+    lb: SocketLB,
+    client: CgroupClient,
+    backends: tuple[TcpBackend, TcpBackend],
+    backends6: tuple[TcpBackend, TcpBackend],
+    vport6: int,
+) -> None:
+    """A v4 and a v6 service on the same port, installed together, each reach only their own."""
+    a, _ = backends
+    _, b6 = backends6
+    lb.replace(
+        [
+            VirtualService("web4", VIP, vport6, "tcp", [("127.0.0.1", a.port, 1)]),
+            VirtualService("web6", VIP6, vport6, "tcp", [("::1", b6.port, 1)]),
+        ]
+    )
+    v4 = client.call(op="tcp", addr=VIP, port=vport6, n=20)
+    v6 = client.call(op="tcp", addr=VIP6, port=vport6, n=20)
+    assert (v4["counts"], v4["peers"]) == ({"A": 20}, [[VIP, vport6]])
+    assert (v6["counts"], v6["peers"]) == ({"B6": 20}, [[VIP6, vport6]])
+
+
+@pytest.mark.parametrize("connected", [False, True], ids=["sendto", "connected"])
+def test_ipv6_udp_replies_come_from_virtual_address(
+    lb: SocketLB, client: CgroupClient, connected: bool
+) -> None:
+    """UDP to [::1]:vport reaches one [::1] backend per socket; replies show [::1]:vport."""
+    ua, ub = UdpBackend("A6", "::1"), UdpBackend("B6", "::1")
+    try:
+        with reserved_port(VIP6, socket.SOCK_DGRAM) as held:
+            vport = held.getsockname()[1]
+            lb.replace(
+                [
+                    VirtualService(
+                        "dns6", VIP6, vport, "udp", [("::1", ua.port, 1), ("::1", ub.port, 1)]
+                    )
+                ]
+            )
+            result = client.call(op="udp", addr=VIP6, port=vport, n=10, connected=connected)
+    finally:
+        ua.close()
+        ub.close()
+    tags = {tag for tag, _ in result["replies"]}
+    assert len(tags) == 1 and tags <= {"A6", "B6"}
+    assert {tuple(frm) for _, frm in result["replies"]} == {(VIP6, vport)}
