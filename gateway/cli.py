@@ -27,6 +27,8 @@ examples:
   gateway run                                  serve the embedded quickstart
   gateway run --config examples/quickstart/sluice.yml
   gateway run --config sluice.yml --entryPoints.web.address=:8081 --log.level=DEBUG
+  gateway run --config examples/tcp-udp/sluice.yml     TCP (SNI, PROXY) and UDP routing
+  gateway run --config examples/gatewayapi/sluice.yml  Gateway API manifests from files
   gateway check --config sluice.yml            validate, like nginx -t
   gateway whoami --address 127.0.0.1:8081      the demo backend
 """
@@ -135,7 +137,10 @@ def _worker_count(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
-        description="Sluice: a Traefik-style HTTP gateway over an eBPF L3/L4 layer.",
+        description=(
+            "Sluice: a Traefik-style HTTP, TCP and UDP gateway and Gateway API "
+            "controller over an eBPF L3/L4 layer."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
