@@ -8,24 +8,11 @@ from pathlib import Path
 from gateway.api.state import GatewayState
 from tests.backends import RecordingBackend, closed_port, get, read_reply
 from tests.harness import start_gateway
+from tests.providers.gatewayapi.manifest_support import STATIC, conf_dir, gateway, service
 
 
 def manifests(port: int, backend_port: int, *, path: str = "/app") -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: sluice}}
-spec: {{controllerName: sluice.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: default}}
-spec:
-  gatewayClassName: sluice
-  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
-  listeners:
-    - {{name: http, protocol: HTTP, port: {port}}}
----
+    return gateway(f"{{name: http, protocol: HTTP, port: {port}}}") + f"""---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: app, namespace: default}}
@@ -35,35 +22,7 @@ spec:
   rules:
     - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
       backendRefs: [{{name: app, port: 80}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: default}}
-spec:
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: app-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{{name: http, port: {backend_port}}}]
-endpoints:
-  - addresses: [127.0.0.1]
-    conditions: {{ready: true}}
-"""
-
-
-STATIC = """\
-entryPoints:
-  web:
-    address: "127.0.0.1:0"
-providers:
-  file:
-    directory: conf
-"""
+""" + service("app", 80, backend_port, port_name="http")
 
 
 async def ask(port: int, host: str, path: str) -> int:
@@ -79,9 +38,7 @@ async def test_gateway_httproute_and_service_from_files_serve(tmp_path: Path) ->
     """The Gateway's listener opens; the route's host and path reach the Service's endpoint."""
     backend = await RecordingBackend().start()
     port = await closed_port()
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "app.yaml").write_text(manifests(port, backend.port))
+    conf_dir(tmp_path, manifests(port, backend.port))
     (tmp_path / "dynamic.yml").write_text("")
     gw = await start_gateway(tmp_path, "", static=STATIC)
     try:
@@ -112,56 +69,25 @@ async def test_gateway_httproute_and_service_from_files_serve(tmp_path: Path) ->
 
 
 def l4_manifests(tcp_port: int, udp_port: int, tcp_backend: int, udp_backend: int) -> str:
-    def service(name: str, protocol: str, backend: int) -> str:
-        return f"""
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  ports: [{{name: main, port: 9000, protocol: {protocol}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: main, port: {backend}, protocol: {protocol}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
-"""
-
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: sluice}}
-spec: {{controllerName: sluice.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: l4, namespace: default}}
-spec:
-  gatewayClassName: sluice
-  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
-  listeners:
-    - {{name: db, protocol: TCP, port: {tcp_port}}}
-    - {{name: dns, protocol: UDP, port: {udp_port}}}
----
+    listeners = (
+        f"{{name: db, protocol: TCP, port: {tcp_port}}}",
+        f"{{name: dns, protocol: UDP, port: {udp_port}}}",
+    )
+    return gateway(*listeners, name="l4") + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: TCPRoute
-metadata: {{name: db, namespace: default}}
+metadata: {name: db, namespace: default}
 spec:
-  parentRefs: [{{name: l4, sectionName: db}}]
-  rules: [{{backendRefs: [{{name: db, port: 9000}}]}}]
+  parentRefs: [{name: l4, sectionName: db}]
+  rules: [{backendRefs: [{name: db, port: 9000}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: UDPRoute
-metadata: {{name: dns, namespace: default}}
+metadata: {name: dns, namespace: default}
 spec:
-  parentRefs: [{{name: l4, sectionName: dns}}]
-  rules: [{{backendRefs: [{{name: dns, port: 9000}}]}}]
-""" + service("db", "TCP", tcp_backend) + service("dns", "UDP", udp_backend)
+  parentRefs: [{name: l4, sectionName: dns}]
+  rules: [{backendRefs: [{name: dns, port: 9000}]}]
+""" + service("db", 9000, tcp_backend) + service("dns", 9000, udp_backend, protocol="UDP")
 
 
 class _UDPEcho(asyncio.DatagramProtocol):
@@ -184,15 +110,14 @@ async def test_tcproute_and_udproute_from_files_relay(tmp_path: Path) -> None:
     tcp_backend = await asyncio.start_server(echo, "127.0.0.1", 0)
     udp_backend, _ = await loop.create_datagram_endpoint(_UDPEcho, local_addr=("127.0.0.1", 0))
     tcp_port, udp_port = await closed_port(), await closed_port()
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "l4.yaml").write_text(
+    conf_dir(
+        tmp_path,
         l4_manifests(
             tcp_port,
             udp_port,
             tcp_backend.sockets[0].getsockname()[1],
             udp_backend.get_extra_info("sockname")[1],
-        )
+        ),
     )
     gw = await start_gateway(tmp_path, "", static=STATIC)
     try:
@@ -258,9 +183,7 @@ async def test_httproute_filters_and_unresolved_backends_from_files(tmp_path: Pa
     """Redirect, header set/remove and prefix rewrite apply; a missing Service answers 500."""
     backend = await RecordingBackend().start()
     port = await closed_port()
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "app.yaml").write_text(manifests(port, backend.port) + FILTERED_ROUTE)
+    conf_dir(tmp_path, manifests(port, backend.port) + FILTERED_ROUTE)
     gw = await start_gateway(tmp_path, "", static=STATIC)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -335,9 +258,7 @@ async def test_backendref_filters_apply_to_their_share_only(tmp_path: Path) -> N
     """With two weighted backendRefs, one's filter applies to the requests it takes only."""
     backend = await RecordingBackend().start()
     port = await closed_port()
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "app.yaml").write_text(manifests(port, backend.port) + BACKEND_FILTER_ROUTE)
+    conf_dir(tmp_path, manifests(port, backend.port) + BACKEND_FILTER_ROUTE)
     gw = await start_gateway(tmp_path, "", static=STATIC)
     try:
         for _ in range(6):
@@ -380,9 +301,7 @@ async def test_tcproute_middlewares_through_the_annotation(tmp_path: Path) -> No
         "metadata:\n  name: db\n  namespace: default\n"
         "  annotations: {sluice.dev/middlewares: 'local-only, default/few'}",
     )
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "l4.yaml").write_text(text + TCP_MIDDLEWARES)
+    conf = conf_dir(tmp_path, text + TCP_MIDDLEWARES, "l4.yaml")
     gw = await start_gateway(tmp_path, "", static=STATIC)
 
     async def talk(source: str) -> bytes:

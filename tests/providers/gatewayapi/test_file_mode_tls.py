@@ -11,15 +11,7 @@ from tests.backends import RecordingBackend, closed_port, get, read_reply
 from tests.certs import make_ca
 from tests.harness import start_gateway
 from tests.l4.gateway_support import NamedEcho
-
-STATIC = """\
-entryPoints:
-  web:
-    address: "127.0.0.1:0"
-providers:
-  file:
-    directory: conf
-"""
+from tests.providers.gatewayapi.manifest_support import STATIC, conf_dir, gateway, service
 
 
 def secret(name: str, cert: Path, key: Path) -> str:
@@ -38,67 +30,29 @@ data:
 """
 
 
-def service(name: str, port: int) -> str:
-    return f"""
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  ports: [{{name: main, port: 443}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: main, port: {port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
-"""
-
-
 def manifests(https_port: int, tls_port: int) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: sluice}}
-spec: {{controllerName: sluice.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: default}}
-spec:
-  gatewayClassName: sluice
-  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
-  listeners:
-    - name: https
-      protocol: HTTPS
-      port: {https_port}
-      hostname: "*.example.test"
-      tls: {{certificateRefs: [{{name: site-cert}}]}}
-    - name: passthrough
-      protocol: TLS
-      port: {tls_port}
-      hostname: db.example.test
-      tls: {{mode: Passthrough}}
----
+    listeners = (
+        f"{{name: https, protocol: HTTPS, port: {https_port}, hostname: '*.example.test', "
+        "tls: {certificateRefs: [{name: site-cert}]}}",
+        f"{{name: passthrough, protocol: TLS, port: {tls_port}, hostname: db.example.test, "
+        "tls: {mode: Passthrough}}",
+    )
+    return gateway(*listeners) + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: site, namespace: default}}
+metadata: {name: site, namespace: default}
 spec:
-  parentRefs: [{{name: edge, sectionName: https}}]
+  parentRefs: [{name: edge, sectionName: https}]
   hostnames: [www.example.test]
-  rules: [{{backendRefs: [{{name: site, port: 443}}]}}]
+  rules: [{backendRefs: [{name: site, port: 443}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
-metadata: {{name: db, namespace: default}}
+metadata: {name: db, namespace: default}
 spec:
-  parentRefs: [{{name: edge, sectionName: passthrough}}]
+  parentRefs: [{name: edge, sectionName: passthrough}]
   hostnames: [db.example.test]
-  rules: [{{backendRefs: [{{name: db, port: 443}}]}}]
+  rules: [{backendRefs: [{name: db, port: 443}]}]
 """
 
 
@@ -111,13 +65,12 @@ async def test_https_listener_and_tlsroute_passthrough(tmp_path: Path) -> None:
     db = NamedEcho("db", db_cert)
     await db.start()
     https_port, tls_port = await closed_port(), await closed_port()
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "tls.yaml").write_text(
+    conf_dir(
+        tmp_path,
         manifests(https_port, tls_port)
         + secret("site-cert", *site_cert)
-        + service("site", site.port)
-        + service("db", db.port)
+        + service("site", 443, site.port)
+        + service("db", 443, db.port)
     )
     gw = await start_gateway(tmp_path, "", static=STATIC)
     try:
@@ -152,9 +105,7 @@ async def test_https_listener_and_tlsroute_passthrough(tmp_path: Path) -> None:
 async def test_missing_certificate_secret_is_reported_not_served(tmp_path: Path) -> None:
     """An HTTPS listener whose Secret is missing: ResolvedRefs False, the listener not served."""
     https_port, tls_port = await closed_port(), await closed_port()
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "tls.yaml").write_text(manifests(https_port, tls_port))
+    conf_dir(tmp_path, manifests(https_port, tls_port))
     gw = await start_gateway(tmp_path, "", static=STATIC)
     try:
         status = gw.gateway.providers[0].manifests.status  # type: ignore[attr-defined]
@@ -173,32 +124,18 @@ async def test_missing_certificate_secret_is_reported_not_served(tmp_path: Path)
 
 
 def terminate_manifests(port: int) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: sluice}}
-spec: {{controllerName: sluice.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: default}}
-spec:
-  gatewayClassName: sluice
-  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
-  listeners:
-    - name: tls
-      protocol: TLS
-      port: {port}
-      hostname: db.example.test
-      tls: {{mode: Terminate, certificateRefs: [{{name: db-cert}}]}}
----
+    listener = (
+        f"{{name: tls, protocol: TLS, port: {port}, hostname: db.example.test, "
+        "tls: {mode: Terminate, certificateRefs: [{name: db-cert}]}}"
+    )
+    return gateway(listener) + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
-metadata: {{name: db, namespace: default}}
+metadata: {name: db, namespace: default}
 spec:
-  parentRefs: [{{name: edge}}]
+  parentRefs: [{name: edge}]
   hostnames: [db.example.test]
-  rules: [{{backendRefs: [{{name: db, port: 443}}]}}]
+  rules: [{backendRefs: [{name: db, port: 443}]}]
 """
 
 
@@ -210,10 +147,9 @@ async def test_tls_listener_in_terminate_mode_ends_tls_for_a_tlsroute(tmp_path: 
     db = NamedEcho("plain-db")
     await db.start()
     port = await closed_port()
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "tls.yaml").write_text(
-        terminate_manifests(port) + secret("db-cert", *db_cert) + service("db", db.port)
+    conf_dir(
+        tmp_path,
+        terminate_manifests(port) + secret("db-cert", *db_cert) + service("db", 443, db.port)
     )
     gw = await start_gateway(tmp_path, "", static=STATIC)
     try:
